@@ -1,0 +1,189 @@
+"""One settings tree, loaded once at the entry point and passed down.
+
+Sources, strongest first: ``MLYARD_*`` environment variables (nested with ``__``, e.g.
+``MLYARD_STORAGE__ARTIFACTS``), ``mlyard.toml`` in the project directory, then
+``~/.config/mlyard/config.toml``. Secrets never live here: S3 keys come from the standard AWS
+variables, tokens from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mlyard.errors import ConfigError
+
+PROJECT_CONFIG_NAME = "mlyard.toml"
+LOCAL_BACKEND_NAME = "local"
+
+
+def default_home() -> Path:
+    return Path.home() / ".mlyard"
+
+
+def user_config_path() -> Path:
+    return Path.home() / ".config" / "mlyard" / "config.toml"
+
+
+class StorageSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    artifacts: str | None = Field(
+        default=None,
+        description="Artifact store URL: a directory, file:// or s3://bucket/prefix. "
+        "Default: MLYARD_HOME/artifacts.",
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, Ceph)."
+    )
+    region: str | None = None
+
+
+class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata DB. Default: SQLite under MLYARD_HOME. "
+        "PostgreSQL: postgresql://user@host/db (password via PGPASSWORD or ~/.pgpass).",
+    )
+
+
+class TrackingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. Default: SQLite under MLYARD_HOME. 'none' disables.",
+    )
+    experiment: str = Field(default="mlyard", description="MLflow experiment for runs.")
+    live: bool = Field(
+        default=False,
+        description="Let steps log to an http(s) tracking server live; otherwise they buffer "
+        "and the orchestrator replays.",
+    )
+
+
+class CostRates(BaseModel):
+    """Billing rates, as HPC centres and clouds charge them (any currency or billing unit)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu_hour: float = 0.0
+    gpu_hour: float = 0.0
+    memory_gb_hour: float = 0.0
+    currency: str = "units"
+
+
+class BackendProfile(BaseModel):
+    """A named backend profile; each backend validates its own extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="local, slurm, kubernetes or ray.")
+    costs: CostRates = Field(default_factory=CostRates)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MLYARD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(default_factory=default_home, description="Where embedded state lives.")
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    backends: dict[str, BackendProfile] = Field(default_factory=dict)
+    default_backend: str = LOCAL_BACKEND_NAME
+
+    # Set by load_settings(): the TOML files to read, strongest first.
+    _toml_files: tuple[Path, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        tomls = tuple(
+            TomlConfigSettingsSource(settings_cls, toml_file=path) for path in _TOML_FILES
+        )
+        return (init_settings, env_settings, *tomls)
+
+    @property
+    def artifacts_url(self) -> str:
+        return self.storage.artifacts or str(self.home / "artifacts")
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.home / 'mlyard.db'}"
+
+    @property
+    def tracking_uri(self) -> str | None:
+        uri = self.tracking.uri
+        if uri is None:
+            return f"sqlite:///{self.home / 'mlflow.db'}"
+        return None if uri.lower() == "none" else uri
+
+    def backend_profile(self, name: str) -> BackendProfile:
+        """The profile called ``name``; ``local`` exists even when not configured."""
+        if name in self.backends:
+            return self.backends[name]
+        if name == LOCAL_BACKEND_NAME:
+            return BackendProfile(type="local")
+        known = ", ".join(sorted({LOCAL_BACKEND_NAME, *self.backends})) or LOCAL_BACKEND_NAME
+        raise ConfigError(
+            f"Unknown backend {name!r}.",
+            hint=f"Configured backends: {known}. Add a [backends.{name}] table to "
+            f"{PROJECT_CONFIG_NAME} or pass one of those to --backend.",
+        )
+
+
+# Module-level because pydantic-settings calls settings_customise_sources as a classmethod
+# without instance state; load_settings() sets it right before constructing Settings.
+_TOML_FILES: list[Path] = []
+
+
+def load_settings(project_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once, at the entry point; ``overrides`` beat every other source."""
+    project_dir = project_dir or Path.cwd()
+    candidates = [project_dir / PROJECT_CONFIG_NAME, user_config_path()]
+    _TOML_FILES[:] = [p for p in candidates if p.is_file()]
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"The configuration is not valid: {_describe_validation_error(exc)}",
+            hint="Fix the value in mlyard.toml or the MLYARD_* environment variable named.",
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Could not read the configuration: {exc}") from exc
+    finally:
+        _TOML_FILES.clear()
+    settings.home = settings.home.expanduser()
+    return settings
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def environment_flag(name: str) -> bool:
+    """A boolean flag from the process environment, for entry-point decisions only."""
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,43 @@
+"""The tracker port: MLflow in production, a null tracker where tracking is off."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from mlyard.models.tasks import LoggedModel, MetricRecord, Usage
+
+
+class Tracker(Protocol):
+    """Records runs, metrics and models. Every method is called from the orchestrator only.
+
+    All methods block for one round trip to the tracking store and raise ``TrackingError``
+    when it cannot be reached or refuses the call.
+    """
+
+    def check_reachable(self) -> None:
+        """Raise ``TrackingError`` naming the URI and how to fix it when the store is down."""
+
+    def start_pipeline_run(self, run_id: str, pipeline_name: str, params: Mapping[str, Any]) -> str:
+        """Create the MLflow parent run for pipeline run ``run_id``; returns its MLflow run id."""
+
+    def start_step_run(self, parent_run_id: str, step_name: str, attempt_id: str) -> str:
+        """Create the nested MLflow run of one step; returns its MLflow run id."""
+
+    def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
+        """Log parameters (values are stringified)."""
+
+    def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
+        """Log metrics in batches (one request per ~1000 records)."""
+
+    def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
+        """Log an attempt's usage as ``usage.*`` metrics."""
+
+    def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
+        """Log ``model_object`` with its MLflow flavour and register a version; returns it."""
+
+    def end_run(self, mlflow_run_id: str, status: str) -> None:
+        """Close a run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+
+    def run_url(self, mlflow_run_id: str) -> str | None:
+        """Where people can look at the run (a UI URL or the store URI)."""
