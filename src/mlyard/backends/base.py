@@ -14,11 +14,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from mlyard.errors import ResourceError
+from mlyard.settings import BackendProfile, Settings
 from mlyard.models.backends import JobHandle, JobStatus
 from mlyard.models.resources import Resources
 from mlyard.models.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from mlyard.artifacts.store import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +59,17 @@ class Backend(ABC):
 
     #: Features this backend supports; anything else is refused before submission.
     capabilities: frozenset[Capability] = frozenset()
+    #: Seconds between status queries: the first, and the most while nothing changes. The
+    #: orchestrator starts at the first after each change and backs off to the second.
+    poll_interval: tuple[float, float] = (0.01, 0.25)
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, profile: BackendProfile, settings: Settings, store: ArtifactStore
+    ) -> None:
         self.name = name
+        self.profile = profile
+        self.settings = settings
+        self.store = store
 
     # --- the contract -------------------------------------------------------------------
 

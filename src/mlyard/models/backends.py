@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlyard.models.tasks import Usage
+
 
 class JobState(StrEnum):
     """The state of one submitted job, as a backend sees it."""
@@ -48,3 +50,11 @@ class JobStatus(BaseModel):
     # such failures are retried without consuming the step's retries.
     infrastructure_failure: bool = False
     exit_code: int | None = None
+    usage: Usage | None = Field(
+        default=None,
+        description="What the backend measured (queue wait, accounting); merged over the "
+        "runtime's own figures.",
+    )
+    submit_script: str | None = Field(
+        default=None, description="The job script the backend generated, when it has one."
+    )

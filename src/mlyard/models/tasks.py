@@ -64,6 +64,9 @@ class TaskSpec(BaseModel):
     function: str = Field(description="Attribute name of the step in the pipeline module.")
     code: CodePackage
     inputs: dict[str, ArtifactRef] = Field(default_factory=dict)
+    input_lists: dict[str, list[ArtifactRef]] = Field(
+        default_factory=dict, description="Parameters that take a list of step outputs."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="JSON-able literal arguments.")
     output_names: list[str] = Field(default_factory=lambda: ["output"])
     resources: Resources = Field(default_factory=Resources)

@@ -1,0 +1,322 @@
+"""The local backend: each step attempt is a ``python -m mlyard.runtime`` process on this machine.
+
+Steps wait in the backend's queue until the machine has the CPUs, memory and GPUs they asked for;
+GPUs are leased by the allocator and exposed through ``CUDA_VISIBLE_DEVICES``. Every job has a
+small state file, written before the process starts, so a restarted orchestrator re-attaches to
+steps that kept running instead of starting them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from mlyard.artifacts.store import ArtifactStore
+from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
+from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
+from mlyard.backends.local.processes import (
+    StepProcess,
+    find_process,
+    is_alive,
+    start_process,
+    stop_process_group,
+)
+from mlyard.errors import ConfigError, ResourceError
+from mlyard.models.backends import JobHandle, JobState, JobStatus
+from mlyard.models.resources import Resources, format_size, parse_size
+from mlyard.platform.gpu_inventory import discover_gpus
+from mlyard.settings import BackendProfile, Settings
+
+
+@dataclass
+class LocalJob:
+    job_id: str
+    task_uri: str
+    resources: Resources
+    environment: dict[str, str]
+    log_path: Path
+    process: StepProcess | None = None
+    lease: GpuLease | None = None
+    cancelled: bool = False
+
+
+class LocalBackend(Backend):
+    capabilities = frozenset({Capability.FRACTIONAL_GPU, Capability.GPU_TYPE, Capability.LOG_FOLLOW})
+
+    def __init__(
+        self, name: str, profile: BackendProfile, settings: Settings, store: ArtifactStore
+    ) -> None:
+        super().__init__(name, profile, settings, store)
+        extra = profile.model_extra or {}
+        unknown = set(extra) - {"cpus", "memory"}
+        if unknown:
+            raise ConfigError(
+                f"Backend {name!r} (local) has unknown settings: {', '.join(sorted(unknown))}.",
+                hint="A local profile knows: cpus, memory, costs.",
+            )
+        self.total_cpus = float(extra.get("cpus") or os.cpu_count() or 1)
+        self.total_memory = parse_size(extra.get("memory")) or psutil.virtual_memory().total
+        self.allocator = GpuAllocator(discover_gpus())
+        self.jobs_dir = settings.home / "local" / "jobs"
+        self.logs_dir = settings.home / "logs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._queued: list[LocalJob] = []
+        self._running: dict[str, LocalJob] = {}
+        self._finished: dict[str, JobStatus] = {}
+
+    # --- contract ------------------------------------------------------------------------
+
+    def _submit(self, task: SubmittedTask) -> JobHandle:
+        job_id = task.spec.attempt_id
+        handle = JobHandle(backend=self.name, job_id=job_id)
+        if self._known(job_id) or self._state_path(job_id).exists():
+            return handle  # idempotent: already queued, running or ended
+        job = LocalJob(
+            job_id=job_id,
+            task_uri=task.task_uri,
+            resources=task.spec.resources,
+            environment=dict(task.spec.environment),
+            log_path=self.logs_dir / f"{job_id}.log",
+        )
+        self._write_state(job, "queued")
+        self._queued.append(job)
+        self._start_queued()
+        return handle
+
+    def _status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        for handle in handles:
+            if not self._known(handle.job_id):
+                self._reattach(handle.job_id)
+        self._reap()
+        self._start_queued()
+        statuses = {}
+        for handle in handles:
+            statuses[handle.job_id] = self._job_status(handle.job_id)
+        return statuses
+
+    def _cancel(self, handle: JobHandle) -> None:
+        job_id = handle.job_id
+        if not self._known(job_id):
+            self._reattach(job_id)
+        for job in list(self._queued):
+            if job.job_id == job_id:
+                self._queued.remove(job)
+                self._finish(job, JobStatus(state=JobState.CANCELLED, reason="cancelled"))
+        running = self._running.get(job_id)
+        if running is not None and running.process is not None:
+            running.cancelled = True
+            stop_process_group(running.process)
+            self._reap()
+
+    def _logs(self, handle: JobHandle, *, follow: bool) -> Iterator[str]:
+        path = self.logs_dir / f"{handle.job_id}.log"
+        position = 0
+        while True:
+            if path.exists():
+                with path.open("r", errors="replace") as log:
+                    log.seek(position)
+                    for line in log:
+                        yield line.rstrip("\n")
+                    position = log.tell()
+            if not follow:
+                return
+            status = self._status([handle])[handle.job_id]
+            if status.state.is_terminal:
+                follow = False  # one last read picks up the final lines
+                continue
+            time.sleep(0.2)
+
+    def _check_resources(self, resources: Resources) -> None:
+        if resources.cpus > self.total_cpus:
+            raise ResourceError(
+                f"The step asks for {resources.cpus:g} CPUs; this machine has "
+                f"{self.total_cpus:g}.",
+                hint="Lower Resources(cpus=...) or run on a bigger backend (--backend NAME).",
+            )
+        if resources.memory and resources.memory > self.total_memory:
+            raise ResourceError(
+                f"The step asks for {format_size(resources.memory)} of memory; this machine "
+                f"has {format_size(self.total_memory)}.",
+                hint="Lower Resources(memory=...) or run on a bigger backend (--backend NAME).",
+            )
+        self.allocator.check_satisfiable(resources)
+
+    def capacity(self) -> Capacity:
+        return Capacity(
+            cpus=self.total_cpus, memory_bytes=self.total_memory, gpus=len(self.allocator_devices)
+        )
+
+    @property
+    def allocator_devices(self) -> list[Any]:
+        return list(getattr(self.allocator, "devices", []))
+
+    def close(self) -> None:
+        """Leave running steps alone: they belong to the run, not to this process."""
+
+    # --- scheduling ----------------------------------------------------------------------
+
+    def _known(self, job_id: str) -> bool:
+        return (
+            job_id in self._running
+            or job_id in self._finished
+            or any(job.job_id == job_id for job in self._queued)
+        )
+
+    def _used(self) -> tuple[float, int]:
+        cpus = sum(job.resources.cpus for job in self._running.values())
+        memory = sum(job.resources.memory or 0 for job in self._running.values())
+        return cpus, memory
+
+    def _start_queued(self) -> None:
+        for job in list(self._queued):
+            cpus, memory = self._used()
+            fits = cpus + job.resources.cpus <= self.total_cpus + 1e-9 and (
+                memory + (job.resources.memory or 0) <= self.total_memory
+            )
+            if not fits and self._running:
+                continue  # FIFO with backfill: smaller later steps may start first
+            lease = self.allocator.try_lease(job.job_id, job.resources)
+            if lease is None:
+                continue
+            job.lease = lease
+            self._queued.remove(job)
+            self._launch(job)
+
+    def _launch(self, job: LocalJob) -> None:
+        environment = dict(os.environ)
+        environment.update(job.environment)
+        assert job.lease is not None
+        environment.update(job.lease.environment())
+        command = [sys.executable, "-m", "mlyard.runtime", job.task_uri]
+        if self.store.endpoint_url:
+            command += ["--endpoint-url", self.store.endpoint_url]
+        self._write_state(job, "starting")
+        job.process = start_process(command, environment=environment, log_path=job.log_path)
+        self._running[job.job_id] = job
+        self._write_state(job, "running")
+
+    def _reap(self) -> None:
+        for job in list(self._running.values()):
+            assert job.process is not None
+            code = job.process.exit_code()
+            if code is None:
+                continue
+            if job.cancelled:
+                status = JobStatus(state=JobState.CANCELLED, reason="cancelled")
+            elif code == 0:
+                status = JobStatus(state=JobState.SUCCEEDED, exit_code=0)
+            elif code == -1 and job.process.popen is None:
+                # Adopted after a restart: the result document says how it ended.
+                status = JobStatus(state=JobState.SUCCEEDED, reason="ended while detached")
+            elif code < 0:
+                status = JobStatus(
+                    state=JobState.FAILED,
+                    exit_code=code,
+                    reason=f"killed by signal {-code}"
+                    + (" (out of memory?)" if -code == 9 else ""),
+                )
+            else:
+                status = JobStatus(state=JobState.FAILED, exit_code=code, reason=f"exit {code}")
+            del self._running[job.job_id]
+            self._finish(job, status)
+
+    def _finish(self, job: LocalJob, status: JobStatus) -> None:
+        self.allocator.release(job.job_id)
+        self._finished[job.job_id] = status
+        self._write_state(job, "ended", status=status)
+
+    def _job_status(self, job_id: str) -> JobStatus:
+        if job_id in self._finished:
+            return self._finished[job_id]
+        if job_id in self._running:
+            return JobStatus(state=JobState.RUNNING)
+        for job in self._queued:
+            if job.job_id == job_id:
+                return JobStatus(state=JobState.PENDING, reason=self._pending_reason(job))
+        return JobStatus(state=JobState.LOST, reason="the local backend does not know this job")
+
+    def _pending_reason(self, job: LocalJob) -> str:
+        wants = [f"{job.resources.cpus:g} CPU"]
+        if job.resources.memory:
+            wants.append(format_size(job.resources.memory))
+        if job.resources.gpus:
+            wants.append(f"{job.resources.gpus:g} GPU")
+        return "waiting for " + ", ".join(wants)
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def _state_path(self, job_id: str) -> Path:
+        return self.jobs_dir / f"{job_id}.json"
+
+    def _write_state(self, job: LocalJob, phase: str, status: JobStatus | None = None) -> None:
+        document: dict[str, Any] = {
+            "phase": phase,
+            "task_uri": job.task_uri,
+            "resources": job.resources.model_dump(mode="json"),
+            "environment": job.environment,
+            "log_path": str(job.log_path),
+        }
+        if job.process is not None:
+            document["pid"] = job.process.pid
+            document["create_time"] = job.process.create_time
+        if job.lease is not None:
+            document["lease"] = {
+                "device_indices": list(job.lease.device_indices),
+                "share": job.lease.share,
+                "memory_bytes": job.lease.memory_bytes,
+            }
+        if status is not None:
+            document["status"] = status.model_dump(mode="json")
+        path = self._state_path(job.job_id)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(document))
+        temporary.replace(path)
+
+    def _reattach(self, job_id: str) -> None:
+        """Pick up a job started by an earlier orchestrator process."""
+        path = self._state_path(job_id)
+        if not path.exists():
+            return
+        document = json.loads(path.read_text())
+        job = LocalJob(
+            job_id=job_id,
+            task_uri=document["task_uri"],
+            resources=Resources.model_validate(document["resources"]),
+            environment=document.get("environment", {}),
+            log_path=Path(document["log_path"]),
+        )
+        phase = document["phase"]
+        if phase == "ended":
+            self._finished[job_id] = JobStatus.model_validate(document["status"])
+            return
+        if phase == "queued":
+            self._queued.append(job)
+            return
+        process: StepProcess | None = None
+        if "pid" in document and is_alive(document["pid"], document["create_time"]):
+            process = StepProcess(pid=document["pid"], create_time=document["create_time"])
+        elif phase == "starting":
+            process = find_process(job.task_uri)  # started, but its pid was never recorded
+        if process is None:
+            # It ended while nobody watched; its result document (if any) tells how.
+            self._finish(job, JobStatus(state=JobState.SUCCEEDED, reason="ended while detached"))
+            return
+        job.process = process
+        lease_data = document.get("lease")
+        if lease_data is not None:
+            job.lease = GpuLease(
+                lease_id=job_id,
+                device_indices=tuple(lease_data["device_indices"]),
+                share=lease_data["share"],
+                memory_bytes=lease_data["memory_bytes"],
+            )
+            self.allocator.restore(job.lease)
+        self._running[job_id] = job

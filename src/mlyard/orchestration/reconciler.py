@@ -1,0 +1,337 @@
+"""The orchestrator loop: ready steps → cache lookup → submit → poll → record → dependents.
+
+It never blocks on a backend: ``submit`` returns at once and the loop polls all active jobs in
+one ``status`` call per interval. Every state change is written to the metadata store before it
+is acted on, so ``mlyard runs resume`` can continue a run whose orchestrator was killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from mlyard.artifacts.store import ArtifactStore
+from mlyard.backends.base import Backend
+from mlyard.models.backends import JobState, JobStatus
+from mlyard.models.pipelines import PipelineGraph
+from mlyard.models.runs import RunState, StepState
+from mlyard.orchestration.attempts import AttemptLauncher, AttemptOutcome, read_outcome
+from mlyard.orchestration.run_state import StepRecord, write_through
+from mlyard.orchestration.step_tracking import StepTracking
+from mlyard.store.repository import MetadataStore, RunRow, utcnow
+from mlyard.tracking.base import Tracker
+
+logger = logging.getLogger(__name__)
+
+#: Infrastructure failures (preemption, node failure, a lost job) retried per step, on top of
+#: the step's own retries.
+MAX_INFRASTRUCTURE_RETRIES = 3
+HEARTBEAT_SECONDS = 1.0
+
+RunObserver = Callable[["Orchestrator"], None]
+
+
+class Orchestrator:
+    """Drives one run to a terminal state."""
+
+    def __init__(
+        self,
+        *,
+        metadata: MetadataStore,
+        artifacts: ArtifactStore,
+        backend: Backend,
+        tracker: Tracker,
+        observer: RunObserver | None = None,
+    ) -> None:
+        self.metadata = metadata
+        self.artifacts = artifacts
+        self.backend = backend
+        self.tracker = tracker
+        self.observer = observer
+        self.warnings: list[str] = []
+        self.run: RunRow
+        self.steps: dict[str, StepRecord] = {}
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def execute(self, run_id: str) -> RunRow:
+        """Run (or continue) ``run_id`` until every step is terminal; Ctrl-C cancels it."""
+        self._load(run_id)
+        self.tracking = StepTracking(self.tracker, self.metadata, self.artifacts, self.warnings)
+        self.launcher = AttemptLauncher(self.metadata, self.artifacts, self.backend, self.run)
+        write_through(
+            self.metadata,
+            self.run,
+            state=RunState.RUNNING.value,
+            started_at=self.run.started_at or utcnow(),
+            orchestrator_pid=os.getpid(),
+            orchestrator_host=socket.gethostname(),
+            heartbeat_at=utcnow(),
+            finished_at=None,
+            error=None,
+        )
+        self.tracking.start_run(self.run)
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self._cancel_everything("interrupted (Ctrl-C)")
+            raise
+        return self.run
+
+    def _load(self, run_id: str) -> None:
+        self.run = self.metadata.get_run(run_id)
+        graph = PipelineGraph.model_validate(self.run.graph)
+        rows = {row.name: row for row in self.metadata.step_runs(self.run.id)}
+        attempts = self.metadata.attempts(row.id for row in rows.values())
+        outputs = self.metadata.outputs(row.id for row in rows.values())
+        for node in graph.steps:
+            row = rows[node.name]
+            record = StepRecord(node=node, row=row, outputs=outputs.get(row.id, {}))
+            record.attempts = [a for a in attempts if a.step_run_id == row.id]
+            self.steps[node.name] = record
+
+    def _loop(self) -> None:
+        fastest, slowest = self.backend.poll_interval
+        interval = fastest
+        last_heartbeat = 0.0
+        self._notify()
+        while True:
+            changed = False
+            if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
+                last_heartbeat = time.monotonic()
+                if self._cancel_requested():
+                    self._cancel_everything("cancelled by `mlyard runs cancel`")
+                    return
+            changed |= self._poll_active()
+            changed |= self._enforce_timeouts()
+            changed |= self._schedule_ready()
+            if all(record.state.is_terminal for record in self.steps.values()):
+                self._finish_run()
+                self._notify()
+                return
+            if changed:
+                self._notify()
+                interval = fastest
+            else:
+                interval = min(slowest, interval * 1.5)
+            time.sleep(interval)
+
+    def _notify(self) -> None:
+        if self.observer is not None:
+            self.observer(self)
+
+    def _cancel_requested(self) -> bool:
+        fresh = self.metadata.get_run(self.run.id)
+        write_through(self.metadata, self.run, heartbeat_at=utcnow())
+        return fresh.cancel_requested
+
+    # --- polling -------------------------------------------------------------------------
+
+    def _poll_active(self) -> bool:
+        active = {
+            handle.job_id: (record, handle)
+            for record in self.steps.values()
+            if (handle := record.active_handle) is not None
+        }
+        if not active:
+            return self._resubmit_unhandled()
+        statuses = self.backend.status([handle for _, handle in active.values()])
+        changed = self._resubmit_unhandled()
+        for job_id, (record, _) in active.items():
+            status = statuses.get(job_id)
+            if status is None:
+                continue
+            changed |= self._apply_status(record, status)
+        return changed
+
+    def _resubmit_unhandled(self) -> bool:
+        """Attempts persisted but never handed to the backend (the orchestrator died between)."""
+        changed = False
+        for record in self.steps.values():
+            attempt = record.current_attempt
+            if record.state == StepState.QUEUED and attempt is not None and attempt.handle is None:
+                self.launcher.submit_persisted(record)
+                changed = True
+        return changed
+
+    def _apply_status(self, record: StepRecord, status: JobStatus) -> bool:
+        attempt = record.current_attempt
+        assert attempt is not None
+        if status.state == JobState.PENDING:
+            if status.reason != record.row.reason:
+                write_through(self.metadata, record.row, reason=status.reason)
+                return True
+            return False
+        if status.state == JobState.RUNNING:
+            if record.state != StepState.RUNNING:
+                write_through(self.metadata, attempt, state=StepState.RUNNING.value)
+                write_through(
+                    self.metadata, record.row, state=StepState.RUNNING.value, reason=None
+                )
+                record.started_monotonic = time.monotonic()
+                return True
+            return False
+        outcome = read_outcome(self.artifacts, attempt, status)
+        self._record_outcome(record, outcome)
+        return True
+
+    def _enforce_timeouts(self) -> bool:
+        changed = False
+        for record in self.steps.values():
+            limit = record.node.timeout_seconds
+            handle = record.active_handle
+            if limit is None or handle is None or record.state != StepState.RUNNING:
+                continue
+            if record.started_monotonic is None:
+                record.started_monotonic = time.monotonic()
+            if time.monotonic() - record.started_monotonic <= limit:
+                continue
+            self.backend.cancel(handle)
+            attempt = record.current_attempt
+            assert attempt is not None
+            outcome = AttemptOutcome(
+                succeeded=False,
+                error=f"Step {record.node.name!r} timed out after {limit:g} s "
+                f"(@step(timeout=...)).",
+                status=JobStatus(state=JobState.FAILED, reason="timed out"),
+            )
+            self._record_outcome(record, outcome)
+            changed = True
+        return changed
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def _record_outcome(self, record: StepRecord, outcome: AttemptOutcome) -> None:
+        attempt = record.current_attempt
+        assert attempt is not None
+        if outcome.succeeded:
+            self.launcher.record_success(record, outcome)
+            self.tracking.record_step(self.run, record, outcome)
+            return
+        if outcome.cancelled:
+            self.launcher.record_failure(record, outcome, StepState.CANCELLED)
+            return
+        infrastructure = outcome.status.infrastructure_failure or (
+            outcome.status.state == JobState.LOST
+        )
+        row = record.row
+        if infrastructure and row.infrastructure_failures < MAX_INFRASTRUCTURE_RETRIES:
+            self.launcher.record_retry(
+                record,
+                outcome,
+                infrastructure_failures=row.infrastructure_failures + 1,
+                delay=record.node.retry_backoff_seconds,
+            )
+        elif not infrastructure and row.failures < record.node.retries:
+            delay = record.node.retry_backoff_seconds * (2**row.failures)
+            self.launcher.record_retry(record, outcome, failures=row.failures + 1, delay=delay)
+        else:
+            self.launcher.record_failure(record, outcome, StepState.FAILED)
+            self.tracking.record_step(self.run, record, outcome)
+
+    # --- scheduling ----------------------------------------------------------------------
+
+    def _schedule_ready(self) -> bool:
+        changed = False
+        now = utcnow()
+        for record in self.steps.values():
+            if record.state != StepState.PENDING:
+                continue
+            upstream = [self.steps[name] for name in record.node.upstream]
+            if any(
+                up.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED)
+                for up in upstream
+            ):
+                failed = ", ".join(u.node.name for u in upstream if not u.state.produced_outputs)
+                write_through(
+                    self.metadata,
+                    record.row,
+                    state=StepState.SKIPPED.value,
+                    reason=f"upstream step {failed} did not succeed",
+                    finished_at=now,
+                )
+                changed = True
+                continue
+            if not all(up.state.produced_outputs for up in upstream):
+                continue
+            due = record.row.next_attempt_at
+            if due is not None and _aware(due) > now:
+                continue
+            if self.launcher.try_cache(record, self.steps):
+                changed = True
+                continue
+            self.launcher.submit_new(record, self.steps)
+            changed = True
+        return changed
+
+    # --- endings -------------------------------------------------------------------------
+
+    def _finish_run(self) -> None:
+        states = [record.state for record in self.steps.values()]
+        if any(state == StepState.CANCELLED for state in states):
+            final = RunState.CANCELLED
+        elif all(state.produced_outputs for state in states):
+            final = RunState.SUCCEEDED
+        else:
+            final = RunState.FAILED
+        error = None
+        failed = [r for r in self.steps.values() if r.state == StepState.FAILED]
+        if failed:
+            error = f"Step {failed[0].node.name!r} failed: {failed[0].row.error}"
+        write_through(
+            self.metadata, self.run, state=final.value, finished_at=utcnow(), error=error
+        )
+        self.tracking.finish_run(self.run, final)
+
+    def _cancel_everything(self, reason: str) -> None:
+        # A second Ctrl-C must not interrupt the cleanup and leave step processes behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            write_through(self.metadata, self.run, cancel_requested=True)
+            for record in self.steps.values():
+                handle = record.active_handle
+                if handle is not None:
+                    self.backend.cancel(handle)
+                if not record.state.is_terminal:
+                    attempt = record.current_attempt
+                    if attempt is not None and not StepState(attempt.state).is_terminal:
+                        write_through(
+                            self.metadata,
+                            attempt,
+                            state=StepState.CANCELLED.value,
+                            finished_at=utcnow(),
+                            reason=reason,
+                        )
+                    write_through(
+                        self.metadata,
+                        record.row,
+                        state=StepState.CANCELLED.value,
+                        reason=reason,
+                        finished_at=utcnow(),
+                    )
+            write_through(
+                self.metadata,
+                self.run,
+                state=RunState.CANCELLED.value,
+                finished_at=utcnow(),
+                error=f"Run {reason}.",
+            )
+            self.tracking.finish_run(self.run, RunState.CANCELLED)
+            self._notify()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything mlyard writes is UTC.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=utcnow().tzinfo)
+    return moment
+
+
+__all__ = ["Orchestrator", "RunObserver", "timedelta"]

@@ -1,0 +1,55 @@
+"""The orchestrator's in-memory mirror of a run, written through to the metadata store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlyard.models.backends import JobHandle
+from mlyard.models.pipelines import StepNode
+from mlyard.models.runs import StepState
+from mlyard.models.tasks import ArtifactRef
+from mlyard.store.repository import AttemptRow, MetadataStore, RunRow, StepRunRow
+from mlyard.store.tables import Base
+
+
+@dataclass
+class StepRecord:
+    """A step of the run: its graph node, its row, its current attempt and its outputs."""
+
+    node: StepNode
+    row: StepRunRow
+    attempts: list[AttemptRow] = field(default_factory=list)
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    started_monotonic: float | None = None
+
+    @property
+    def state(self) -> StepState:
+        return StepState(self.row.state)
+
+    @property
+    def current_attempt(self) -> AttemptRow | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def active_handle(self) -> JobHandle | None:
+        attempt = self.current_attempt
+        if attempt is None or attempt.handle is None:
+            return None
+        if self.state not in (StepState.QUEUED, StepState.RUNNING):
+            return None
+        return JobHandle.model_validate(attempt.handle)
+
+
+def write_through(metadata: MetadataStore, row: Base, **fields: Any) -> None:
+    """Persist ``fields`` first, then apply them to the in-memory row (persist-before-act)."""
+    key = _primary_key(row)
+    metadata.update(type(row), key, **fields)
+    for name, value in fields.items():
+        setattr(row, name, value)
+
+
+def _primary_key(row: Base) -> str:
+    if isinstance(row, RunRow | StepRunRow | AttemptRow):
+        return row.id
+    raise TypeError(f"no primary key for {type(row).__name__}")

@@ -1,0 +1,34 @@
+"""``python -m mlyard.runtime TASK_URI [--endpoint-url URL]``: run one step attempt.
+
+Exit status: 0 when the step succeeded, 1 when it failed (its result says why), 2 when the task
+could not be read at all (no result is written then; the backend reports the job's own status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlyard.artifacts.store import ArtifactStore, read_uri
+from mlyard.errors import MlyardError
+from mlyard.models.tasks import TaskSpec
+from mlyard.runtime.execute import run_task
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlyard.runtime")
+    parser.add_argument("task_uri", help="URI of the task document (task.json).")
+    parser.add_argument("--endpoint-url", default=None, help="S3 endpoint of the store.")
+    args = parser.parse_args(argv)
+    try:
+        spec = TaskSpec.model_validate_json(read_uri(args.task_uri, endpoint_url=args.endpoint_url))
+        store = ArtifactStore(spec.artifact_store, endpoint_url=args.endpoint_url)
+        result = run_task(spec, store)
+    except MlyardError as error:
+        print(f"mlyard runtime: {error}", file=sys.stderr)
+        return 2
+    return 0 if result.status == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

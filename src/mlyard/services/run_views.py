@@ -1,0 +1,91 @@
+"""Building the ``RunView`` people and scripts see, from stored rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+from mlyard.models.backends import JobHandle
+from mlyard.models.pipelines import PipelineGraph
+from mlyard.models.runs import RunState, RunView, StepState, StepView
+from mlyard.models.tasks import ArtifactRef, Usage
+from mlyard.orchestration.accounting import total_usage
+from mlyard.store.repository import AttemptRow, MetricRow, ModelVersionRow, RunRow, StepRunRow
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    start, end = _aware(start), _aware(end)
+    if start is None:
+        return None
+    return ((end or datetime.now(UTC)) - start).total_seconds()
+
+
+def build_run_view(
+    run: RunRow,
+    step_rows: Iterable[StepRunRow],
+    attempts: Iterable[AttemptRow],
+    outputs: Mapping[str, Mapping[str, ArtifactRef]],
+    metrics: Iterable[MetricRow] = (),
+    models: Iterable[ModelVersionRow] = (),
+    warnings: Iterable[str] = (),
+    mlflow_url: str | None = None,
+) -> RunView:
+    by_step: dict[str, list[AttemptRow]] = {}
+    for attempt in attempts:
+        by_step.setdefault(attempt.step_run_id, []).append(attempt)
+    rows = {row.name: row for row in step_rows}
+    names = {row.id: row.name for row in rows.values()}
+    graph = PipelineGraph.model_validate(run.graph)
+    steps = []
+    for node in graph.steps:
+        row = rows[node.name]
+        step_attempts = sorted(by_step.get(row.id, []), key=lambda a: a.number)
+        last = step_attempts[-1] if step_attempts else None
+        steps.append(
+            StepView(
+                name=row.name,
+                state=StepState(row.state),
+                attempts=len(step_attempts),
+                retries=max(0, len(step_attempts) - 1),
+                started_at=_aware(row.started_at),
+                finished_at=_aware(row.finished_at),
+                duration_seconds=_duration(row.started_at, row.finished_at),
+                cached_from_run_id=row.cached_from_run_id,
+                reason=row.reason,
+                error=row.error,
+                outputs=dict(outputs.get(row.id, {})),
+                usage=Usage.model_validate(row.usage) if row.usage else None,
+                submit_script=last.submit_script if last else None,
+                log_handle=JobHandle.model_validate(last.handle) if last and last.handle else None,
+            )
+        )
+    last_metrics: dict[str, float] = {}
+    for metric in metrics:
+        last_metrics[f"{names.get(metric.step_run_id, '?')}.{metric.key}"] = metric.value
+    ran = [s.usage for s in steps if s.usage is not None and s.state != StepState.CACHED]
+    return RunView(
+        id=run.id,
+        pipeline_name=run.pipeline_name,
+        state=RunState(run.state),
+        params=run.params,
+        backend=run.backend,
+        created_at=_aware(run.created_at) or datetime.now(UTC),
+        started_at=_aware(run.started_at),
+        finished_at=_aware(run.finished_at),
+        duration_seconds=_duration(run.started_at, run.finished_at),
+        error=run.error,
+        steps=steps,
+        metrics=last_metrics,
+        usage=total_usage(ran),
+        artifacts_url=run.artifacts_url,
+        mlflow_run_id=run.mlflow_run_id,
+        mlflow_url=mlflow_url,
+        models=[f"{m.name} version {m.version}" for m in models if m.version],
+        warnings=list(warnings),
+    )

@@ -1,0 +1,105 @@
+"""Opening the metadata database: engine, migrations to the current schema, sessions.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout so the CLI can read while an
+orchestrator writes. PostgreSQL URLs (``postgresql://``) use psycopg 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlyard.errors import StoreError
+
+#: The newest migration; the database is upgraded when it is behind.
+HEAD_REVISION = "0001"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _normalise_url(url: str) -> str:
+    # SQLAlchemy's plain postgresql:// means psycopg2; mlyard ships psycopg 3.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_database_engine(url: str) -> Engine:
+    """An engine for ``url``, with SQLite tuned for one writer and concurrent readers."""
+    url = _normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(
+            f"The database URL {url!r} is not valid.",
+            hint="Use sqlite:///path/to/mlyard.db or postgresql://user@host:5432/db "
+            "(in database.url of mlyard.toml or MLYARD_DATABASE__URL).",
+        ) from exc
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(
+            f"Cannot open the database {parsed.render_as_string(hide_password=True)}: {exc}",
+            hint="For PostgreSQL install the extra: pip install 'mlyard[postgres]'.",
+        ) from exc
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to ``HEAD_REVISION`` with Alembic (fast no-op when it is current)."""
+    try:
+        with engine.connect() as connection:
+            if _current_revision(connection) == HEAD_REVISION:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+    except OperationalError as exc:
+        raise StoreError(
+            f"Cannot reach the metadata database "
+            f"{engine.url.render_as_string(hide_password=True)}: {exc.orig}",
+            hint="Check database.url in mlyard.toml or MLYARD_DATABASE__URL, and that the "
+            "server is running and accepts this user.",
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"Migrating the metadata database failed: {exc}") from exc
+
+
+def _current_revision(connection: Any) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+    return None if row is None else str(row[0])
+
+
+def open_database(url: str) -> sessionmaker[Session]:
+    """Engine + migrations + a session factory for ``url``."""
+    engine = create_database_engine(url)
+    upgrade_schema(engine)
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,241 @@
+"""Reading and writing run metadata. Each method is one short transaction.
+
+The orchestrator calls these *before* acting (persist-before-act), so a killed process leaves a
+state from which ``mlyard runs resume`` can continue without running anything twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlyard.errors import NotFoundError, StoreError
+from mlyard.models.tasks import ArtifactRef, LoggedModel, MetricRecord
+from mlyard.store.database import open_database
+from mlyard.store.tables import (
+    ArtifactRow,
+    AttemptRow,
+    Base,
+    CacheEntryRow,
+    MetricRow,
+    ModelVersionRow,
+    RunRow,
+    StepInputRow,
+    StepOutputRow,
+    StepRunRow,
+)
+
+RowT = TypeVar("RowT", bound=Base)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MetadataStore:
+    """The metadata database behind runs, steps, attempts, artifacts, lineage and the cache."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._sessions: sessionmaker[Session] = open_database(url)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StoreError(f"The metadata database refused a write: {exc}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        bind = self._sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def add(self, *rows: Base) -> None:
+        with self.transaction() as session:
+            session.add_all(rows)
+
+    def update(self, row_type: type[RowT], key: str, **fields: Any) -> None:
+        with self.transaction() as session:
+            row = session.get(row_type, key)
+            if row is None:
+                raise StoreError(f"{row_type.__tablename__} {key!r} vanished from the database.")
+            for name, value in fields.items():
+                setattr(row, name, value)
+
+    def get_run(self, run_id: str) -> RunRow:
+        with self.transaction() as session:
+            row = session.get(RunRow, run_id)
+            if row is None:
+                row = self._run_by_prefix(session, run_id)
+            return row
+
+    def _run_by_prefix(self, session: Session, prefix: str) -> RunRow:
+        matches = session.scalars(
+            select(RunRow).where(RunRow.id.startswith(prefix)).limit(2)
+        ).all()
+        if len(matches) == 1 and len(prefix) >= 4:
+            return matches[0]
+        raise NotFoundError(
+            f"No run with id {prefix!r}.", hint="List runs with `mlyard runs ls`."
+        )
+
+    def list_runs(self, *, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
+        with self.transaction() as session:
+            query = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+            if pipeline:
+                query = query.where(RunRow.pipeline_name == pipeline)
+            return list(session.scalars(query))
+
+    def step_runs(self, run_id: str) -> list[StepRunRow]:
+        with self.transaction() as session:
+            return list(session.scalars(select(StepRunRow).where(StepRunRow.run_id == run_id)))
+
+    def attempts(self, step_run_ids: Iterable[str]) -> list[AttemptRow]:
+        ids = list(step_run_ids)
+        with self.transaction() as session:
+            query = select(AttemptRow).where(AttemptRow.step_run_id.in_(ids))
+            return list(session.scalars(query.order_by(AttemptRow.number)))
+
+    # --- artifacts, lineage, cache ------------------------------------------------------
+
+    def outputs(self, step_run_ids: Iterable[str]) -> dict[str, dict[str, ArtifactRef]]:
+        """Outputs by step run id and output name."""
+        ids = list(step_run_ids)
+        result: dict[str, dict[str, ArtifactRef]] = {i: {} for i in ids}
+        with self.transaction() as session:
+            rows = session.execute(
+                select(StepOutputRow, ArtifactRow)
+                .join(ArtifactRow, ArtifactRow.digest == StepOutputRow.digest)
+                .where(StepOutputRow.step_run_id.in_(ids))
+            )
+            for output, artifact in rows.tuples():
+                result[output.step_run_id][output.name] = _artifact_ref(artifact)
+        return result
+
+    def record_outputs(
+        self,
+        session: Session,
+        step_run_id: str,
+        outputs: Mapping[str, ArtifactRef],
+        inputs: Mapping[str, Sequence[ArtifactRef]],
+    ) -> None:
+        """Lineage rows for one step run, inside the caller's transaction."""
+        for ref in [*outputs.values(), *(r for refs in inputs.values() for r in refs)]:
+            if session.get(ArtifactRow, ref.digest) is None:
+                session.add(
+                    ArtifactRow(
+                        digest=ref.digest,
+                        materializer=ref.materializer,
+                        type_name=ref.type_name,
+                        size_bytes=ref.size_bytes,
+                        details=ref.metadata,
+                        created_at=utcnow(),
+                    )
+                )
+                session.flush()
+        session.execute(delete(StepOutputRow).where(StepOutputRow.step_run_id == step_run_id))
+        session.execute(delete(StepInputRow).where(StepInputRow.step_run_id == step_run_id))
+        for name, ref in outputs.items():
+            session.add(StepOutputRow(step_run_id=step_run_id, name=name, digest=ref.digest))
+        for name, refs in inputs.items():
+            for position, ref in enumerate(refs):
+                session.add(
+                    StepInputRow(
+                        step_run_id=step_run_id, name=name, position=position, digest=ref.digest
+                    )
+                )
+
+    def record_metrics(
+        self,
+        session: Session,
+        step_run_id: str,
+        metrics: Sequence[MetricRecord],
+        models: Sequence[LoggedModel],
+    ) -> None:
+        session.add_all(
+            MetricRow(
+                step_run_id=step_run_id,
+                key=m.key,
+                value=m.value,
+                step=m.step,
+                timestamp_ms=m.timestamp_ms,
+            )
+            for m in metrics
+        )
+        session.add_all(
+            ModelVersionRow(
+                step_run_id=step_run_id,
+                name=m.name,
+                flavor=m.flavor,
+                digest=m.artifact.digest,
+                version=m.registered_version,
+            )
+            for m in models
+        )
+
+    def lookup_cache(self, cache_key: str) -> tuple[StepRunRow, dict[str, ArtifactRef]] | None:
+        """The step run a cache key points at and its outputs, if it still exists."""
+        with self.transaction() as session:
+            entry = session.get(CacheEntryRow, cache_key)
+            if entry is None:
+                return None
+            source = session.get(StepRunRow, entry.step_run_id)
+            if source is None:
+                return None
+        return source, self.outputs([source.id])[source.id]
+
+    def forget_cache_entry(self, cache_key: str) -> None:
+        with self.transaction() as session:
+            session.execute(delete(CacheEntryRow).where(CacheEntryRow.cache_key == cache_key))
+
+    def metrics(self, step_run_ids: Iterable[str]) -> list[MetricRow]:
+        ids = list(step_run_ids)
+        with self.transaction() as session:
+            query = select(MetricRow).where(MetricRow.step_run_id.in_(ids))
+            return list(session.scalars(query.order_by(MetricRow.id)))
+
+    def model_versions(self, step_run_ids: Iterable[str]) -> list[ModelVersionRow]:
+        ids = list(step_run_ids)
+        with self.transaction() as session:
+            query = select(ModelVersionRow).where(ModelVersionRow.step_run_id.in_(ids))
+            return list(session.scalars(query))
+
+
+def _artifact_ref(row: ArtifactRow) -> ArtifactRef:
+    return ArtifactRef(
+        digest=row.digest,
+        materializer=row.materializer,
+        type_name=row.type_name,
+        size_bytes=row.size_bytes,
+        metadata=row.details,
+    )
+
+
+__all__ = [
+    "ArtifactRow",
+    "AttemptRow",
+    "CacheEntryRow",
+    "MetadataStore",
+    "MetricRow",
+    "ModelVersionRow",
+    "RunRow",
+    "StepRunRow",
+    "utcnow",
+]
