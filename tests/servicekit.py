@@ -6,10 +6,21 @@ the end. ``start_service`` returns the KEY=VALUE pairs the script wrote to its e
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "scripts" / "services"
+
+
+def _script_environment() -> dict[str, str]:
+    """The scripts run Python tools (mlflow, weed) from the interpreter running the tests."""
+    environment = dict(os.environ)
+    environment["PYTHON"] = sys.executable
+    bin_dir = str(Path(sys.executable).parent)
+    environment["PATH"] = bin_dir + os.pathsep + environment.get("PATH", "")
+    return environment
 
 
 class ServiceUnavailable(RuntimeError):
@@ -26,6 +37,7 @@ def start_service(name: str, state_dir: Path, timeout: float = 300.0) -> dict[st
             text=True,
             timeout=timeout,
             check=False,
+            env=_script_environment(),
         )
         if done.returncode != 0:
             raise ServiceUnavailable(
@@ -46,4 +58,5 @@ def stop_service(name: str, state_dir: Path) -> None:
         capture_output=True,
         timeout=120,
         check=False,
+        env=_script_environment(),
     )

@@ -46,7 +46,7 @@ class GpuSample:
     memory_used_bytes: int
 
 
-class _NvmlUnavailable(Exception):
+class _NvmlUnavailableError(Exception):
     """NVML cannot be used on this machine; callers turn it into "no GPUs"."""
 
 
@@ -62,17 +62,17 @@ def _is_no_gpu_error(pynvml: ModuleType, exc: Exception) -> bool:
 
 @contextmanager
 def _nvml_session() -> Iterator[ModuleType]:
-    """Initialise NVML and always shut it down; raise ``_NvmlUnavailable`` when it cannot start."""
+    """Initialise NVML and always shut it down; ``_NvmlUnavailableError`` when it cannot start."""
     try:
         import pynvml
     except ImportError as exc:  # the optional `mlyard[gpu]` extra is not installed
-        raise _NvmlUnavailable("nvidia-ml-py is not installed") from exc
+        raise _NvmlUnavailableError("nvidia-ml-py is not installed") from exc
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         if not _is_no_gpu_error(pynvml, exc):
             logger.warning("NVML could not start (%s); treating this machine as having no GPU", exc)
-        raise _NvmlUnavailable(str(exc)) from exc
+        raise _NvmlUnavailableError(str(exc)) from exc
     try:
         yield pynvml
     finally:
@@ -102,7 +102,7 @@ def _guarded(what: str, read: Callable[[Any], _T], fallback: _T) -> _T:
                 if not _is_no_gpu_error(pynvml, exc):
                     logger.warning("NVML failed while %s (%s)", what, exc)
                 return fallback
-    except _NvmlUnavailable:
+    except _NvmlUnavailableError:
         return fallback
 
 

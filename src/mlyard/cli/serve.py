@@ -1,0 +1,89 @@
+"""``mlyard serve MODEL``: serve a registered model over the Open Inference Protocol v2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from mlyard.cli.errors import handle_errors
+from mlyard.cli.output import err_console
+
+SERVE_HELP = """Serve a registered model over HTTP: Open Inference Protocol v2 (KServe/Triton
+clients), a plain JSON POST /predict, and Prometheus /metrics.
+
+MODEL is models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.
+
+Concurrent requests are batched into one model call (--max-batch-size, --max-queue-delay-ms).
+SIGTERM drains: in-flight requests finish, then the server exits 0.
+
+Security: the server binds 127.0.0.1 unless --host says otherwise; any other address needs a
+token (--token-file or MLYARD_SERVE_TOKEN), sent by clients as 'Authorization: Bearer TOKEN'.
+sklearn and PyTorch models are stored as pickles, and loading a pickle runs code from it:
+the server loads only the model you name here, so serve only models you trust.
+"""
+
+
+@handle_errors
+def serve_command(
+    model: str = typer.Argument(..., help="models:/NAME@ALIAS, models:/NAME/VERSION or "
+                                "runs:/RUN_ID/PATH."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; any address other "
+                             "than loopback requires a token."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", "--replicas", min=1, help="Replica processes "
+                                "sharing the port, each with its own model copy."),
+    gpus: float = typer.Option(0.0, "--gpus", min=0.0, help="GPUs per replica, e.g. 1 or 0.5; "
+                               "0 runs on CPU."),
+    max_batch_size: int = typer.Option(64, "--max-batch-size", min=1,
+                                       help="Most rows per model call."),
+    max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", min=0.0,
+                                             help="How long a request waits for others to "
+                                             "batch with."),
+    max_request_bytes: int = typer.Option(16 * 1024 * 1024, "--max-request-bytes", min=1,
+                                          help="Larger request bodies get 413."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding the bearer "
+                                           "token (or set MLYARD_SERVE_TOKEN)."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn and mlyard log level."),
+) -> None:
+    from mlyard.serving.auth import resolve_token
+    from mlyard.serving.model_reference import (
+        check_reference_syntax,
+        resolve_model,
+        tracking_uri_of,
+    )
+    from mlyard.serving.replicas import ReplicaSpec, serve
+    from mlyard.settings import load_settings
+
+    check_reference_syntax(model)
+    token = resolve_token(host, token_file, dict(os.environ))
+    settings = load_settings()
+    resolved = resolve_model(settings, model)
+    spec = ReplicaSpec(
+        model_name=resolved.name,
+        model_version=resolved.version,
+        model_uri=resolved.uri,
+        model_flavor=resolved.flavor,
+        tracking_uri=tracking_uri_of(settings),
+        host=host,
+        port=port,
+        max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_ms,
+        max_request_bytes=max_request_bytes,
+        token=token,
+        log_level=log_level.lower(),
+    )
+    shown_host = f"[{host}]" if ":" in host else host
+    err_console.print(
+        f"Serving {resolved.name} version {resolved.version} ({resolved.flavor}) from {model} "
+        f"on http://{shown_host}:{port} with {workers} replica(s)"
+        + (f", {gpus} GPU each" if gpus else " on CPU"),
+        soft_wrap=True,
+    )
+    raise typer.Exit(serve(spec, workers=workers, gpus=gpus))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``mlyard serve`` to the CLI."""
+    app.command("serve", help=SERVE_HELP)(serve_command)

@@ -1,0 +1,242 @@
+"""Run the model server: one replica in-process, or N replica processes sharing one port.
+
+Each replica is a uvicorn server on its own socket bound with ``SO_REUSEPORT`` to the same address,
+so the kernel spreads connections evenly over them, and each holds its own GPU lease (its
+``CUDA_VISIBLE_DEVICES``) or runs on CPU when no GPU was asked for. SIGTERM drains: listening
+stops, in-flight requests finish, then the process exits 0. The supervisor forwards SIGTERM to its
+replicas and exits 0 once they all drained.
+
+Run as ``python -m mlyard.serving.replicas`` it is one replica, configured by a JSON
+``ReplicaSpec`` in ``MLYARD_SERVE_REPLICA_SPEC`` (the environment, not argv, since it holds the
+token).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mlyard.errors import MlyardError, ResourceError
+from mlyard.serving.app import DEFAULT_MAX_REQUEST_BYTES, AppOptions, create_app
+from mlyard.serving.batching import BatchingConfig
+from mlyard.serving.metrics import MULTIPROCESS_DIR_VARIABLE
+from mlyard.serving.model_reference import ResolvedModel
+
+logger = logging.getLogger(__name__)
+
+REPLICA_SPEC_VARIABLE = "MLYARD_SERVE_REPLICA_SPEC"
+#: Seconds a draining replica may take to finish in-flight requests before they are cancelled.
+DRAIN_TIMEOUT_SECONDS = 30.0
+
+
+class ReplicaSpec(BaseModel):
+    """Everything one replica needs, passed from the CLI or the supervisor."""
+
+    model_name: str
+    model_version: str
+    model_uri: str
+    model_flavor: str
+    tracking_uri: str
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_batch_size: int = Field(default=64, ge=1)
+    max_queue_delay_ms: float = Field(default=2.0, ge=0)
+    max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1)
+    token: str | None = None
+    device: str = "cpu"
+    log_level: str = "warning"
+
+
+def serve(spec: ReplicaSpec, *, workers: int, gpus: float) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code (0 after a clean drain)."""
+    environments, release = lease_devices(gpus, workers)
+    try:
+        if workers == 1:
+            os.environ.update(environments[0])
+            device = "cuda" if gpus > 0 else "cpu"
+            sock = bind_socket(spec.host, spec.port, reuse_port=False)
+            return run_replica(spec.model_copy(update={"device": device}), sock)
+        return _supervise(spec, environments, gpus)
+    finally:
+        release()
+
+
+def lease_devices(gpus: float, replicas: int) -> tuple[list[dict[str, str]], Callable[[], None]]:
+    """One environment per replica (its ``CUDA_VISIBLE_DEVICES``) and a function releasing all."""
+    if gpus <= 0:
+        # No GPU asked for: hide GPUs so frameworks stay on CPU.
+        return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(replicas)], lambda: None
+    from mlyard.models.resources import Resources
+
+    try:
+        from mlyard.backends.local.gpu_allocator import (  # type: ignore[import-not-found,unused-ignore]
+            GpuAllocator,
+        )
+        from mlyard.platform.gpu_inventory import (  # type: ignore[import-not-found,unused-ignore]
+            discover_gpus,
+        )
+    except ImportError as exc:
+        raise ResourceError(
+            "GPU leasing is not available in this installation.",
+            hint="Serve on CPU (leave out --gpus) or install mlyard with the gpu extra.",
+        ) from exc
+    request = Resources(gpus=gpus)
+    allocator = GpuAllocator(discover_gpus())
+    allocator.check_satisfiable(request)
+    lease_ids: list[str] = []
+
+    def release() -> None:
+        for lease_id in lease_ids:
+            allocator.release(lease_id)
+
+    environments = []
+    for index in range(replicas):
+        lease_id = f"serve-{os.getpid()}-{index}"
+        lease = allocator.try_lease(lease_id, request)
+        if lease is None:
+            release()
+            raise ResourceError(
+                f"Only {index} of {replicas} replicas fit on the GPUs with --gpus {gpus} each.",
+                hint="Ask for fewer --workers or a smaller --gpus fraction.",
+            )
+        lease_ids.append(lease_id)
+        environments.append(dict(lease.environment()))
+    return environments, release
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6), optionally with ``SO_REUSEPORT``."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ResourceError(
+            f"Could not bind {host}:{port}: {exc.strerror}.",
+            hint="Pick another --port, or stop what is listening there.",
+        ) from exc
+    sock.set_inheritable(False)
+    return sock
+
+
+def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
+    """Load the model, serve on ``sock`` until SIGTERM, drain, return 0."""
+    import mlflow
+    import uvicorn
+
+    from mlyard.serving.model_loading import load_servable_model
+
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    mlflow.set_registry_uri(spec.tracking_uri)
+    resolved = ResolvedModel(spec.model_name, spec.model_version, spec.model_uri,
+                             spec.model_flavor)
+    model = load_servable_model(resolved, device=spec.device)
+    options = AppOptions(
+        batching=BatchingConfig(spec.max_batch_size, spec.max_queue_delay_ms),
+        max_request_bytes=spec.max_request_bytes,
+        token=spec.token,
+    )
+    config = uvicorn.Config(
+        create_app(model, options),
+        log_level=spec.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(DRAIN_TIMEOUT_SECONDS),
+        lifespan="on",
+    )
+    sock.listen(2048)
+    _DrainingServer(config).run(sockets=[sock])
+    return 0
+
+
+class _DrainingServer:
+    """uvicorn's server, but SIGTERM ends in exit 0 after the drain instead of re-raising."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                super().handle_exit(sig, frame)
+                # uvicorn re-raises captured signals after shutdown; a drain is a clean exit.
+                if sig == signal.SIGTERM:
+                    self._captured_signals.remove(sig)
+
+        self._server = Server(config)
+
+    def run(self, sockets: list[socket.socket]) -> None:
+        self._server.run(sockets=sockets)
+
+
+def _supervise(spec: ReplicaSpec, environments: list[dict[str, str]], gpus: float) -> int:
+    # Reserve the port (resolving port 0) with a bound, never-listening socket: the kernel only
+    # hands connections to the replicas' listening sockets in the same SO_REUSEPORT group.
+    reservation = bind_socket(spec.host, spec.port, reuse_port=True)
+    port = reservation.getsockname()[1]
+    metrics_dir = tempfile.mkdtemp(prefix="mlyard-serve-metrics-")
+    replica_spec = spec.model_copy(update={"port": port, "device": "cuda" if gpus > 0 else "cpu"})
+    children = []
+    for environment in environments:
+        env = {**os.environ, **environment, MULTIPROCESS_DIR_VARIABLE: metrics_dir,
+               REPLICA_SPEC_VARIABLE: replica_spec.model_dump_json()}
+        children.append(subprocess.Popen([sys.executable, "-m", "mlyard.serving.replicas"],
+                                         env=env))
+    draining = crashed = False
+
+    def forward(sig: int, _: FrameType | None) -> None:
+        nonlocal draining
+        draining = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not draining:
+            if any(child.poll() is not None for child in children):
+                logger.error("a replica exited; stopping the others")
+                crashed = True
+                forward(signal.SIGTERM, None)
+                break
+            time.sleep(0.2)
+        codes = [child.wait() for child in children]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reservation.close()
+        _remove_tree(metrics_dir)
+    return 0 if not crashed and all(code == 0 for code in codes) else 1
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _replica_main() -> int:
+    spec = ReplicaSpec.model_validate_json(os.environ[REPLICA_SPEC_VARIABLE])
+    logging.basicConfig(level=spec.log_level.upper())
+    try:
+        return run_replica(spec, bind_socket(spec.host, spec.port, reuse_port=True))
+    except MlyardError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(_replica_main())

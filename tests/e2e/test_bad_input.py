@@ -1,0 +1,90 @@
+"""Bad input gets one clear paragraph, a non-zero exit and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cli import EXAMPLES, mlyard, mlyard_json
+
+pytestmark = pytest.mark.e2e
+QUICKSTART = str(EXAMPLES / "quickstart" / "pipeline.py")
+
+
+def _fails_cleanly(*args: str, expected: str, code: int = 2, **kwargs: object) -> str:
+    done = mlyard(*args, **kwargs)  # type: ignore[arg-type]
+    output = done.stdout + done.stderr
+    assert done.returncode == code, output
+    assert expected in output, output
+    assert "Traceback" not in output
+    return output
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _fails_cleanly("run", str(tmp_path / "missing.py"), expected="No pipeline file")
+
+
+def test_syntax_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text("def (:\n")
+    _fails_cleanly("run", str(path), expected="syntax error at line 1")
+
+
+def test_unknown_and_mistyped_parameter() -> None:
+    _fails_cleanly("run", QUICKSTART, "-p", "gat=0.5", expected="Did you mean 'gate'")
+    _fails_cleanly("run", QUICKSTART, "-p", "seed=abc", expected="must be int")
+
+
+def test_unknown_backend() -> None:
+    _fails_cleanly("run", QUICKSTART, "--backend", "hpc", expected="Unknown backend 'hpc'")
+
+
+def test_resource_request_larger_than_the_machine(tmp_path: Path) -> None:
+    path = tmp_path / "greedy.py"
+    path.write_text(
+        "from mlyard import Resources, pipeline, step\n"
+        "@step(resources=Resources(cpus=4096))\n"
+        "def big() -> None: ...\n"
+        "@step(resources=Resources(gpus=1))\n"
+        "def gpu() -> None: ...\n"
+        "@pipeline\n"
+        "def greedy() -> None:\n    big()\n"
+        "@pipeline\n"
+        "def wants_gpu() -> None:\n    gpu()\n"
+    )
+    _fails_cleanly("run", f"{path}:greedy", expected="4096 CPUs")
+    _fails_cleanly("run", f"{path}:wants_gpu", expected="GPU")
+    assert mlyard_json("runs", "ls") == []  # nothing was started or half-stored
+
+
+def test_unstorable_output(tmp_path: Path) -> None:
+    path = tmp_path / "unstorable.py"
+    path.write_text(
+        "import threading\n"
+        "from mlyard import pipeline, step\n"
+        "@step\n"
+        "def lock() -> object:\n    return threading.Lock()\n"
+        "@pipeline\n"
+        "def unstorable() -> None:\n    lock()\n"
+    )
+    output = _fails_cleanly("run", str(path), expected="no materializer", code=1)
+    assert "lock" in output.lower()
+
+
+def test_unreachable_mlflow_and_s3() -> None:
+    _fails_cleanly(
+        "run", QUICKSTART, expected="127.0.0.1:9",
+        env={"MLYARD_TRACKING__URI": "http://127.0.0.1:9"},
+    )
+    _fails_cleanly(
+        "run", QUICKSTART, expected="127.0.0.1:9", code=1,
+        env={"MLYARD_STORAGE__ARTIFACTS": "s3://bucket/x",
+             "MLYARD_STORAGE__ENDPOINT_URL": "http://127.0.0.1:9",
+             "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+    )
+
+
+def test_unknown_run_id() -> None:
+    _fails_cleanly("runs", "show", "doesnotexist", expected="No run with id", code=3)
+

@@ -1,0 +1,114 @@
+"""Killed orchestrators, resume, Ctrl-C, retries and timeouts, with real step processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.e2e.cli import PROJECTS, mlyard, mlyard_json, runs_of, spawn
+
+pytestmark = pytest.mark.e2e
+COUNTING = str(PROJECTS / "counting" / "counting.py")
+
+
+def _wait_for_step_state(step: str, state: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = mlyard_json("runs", "ls")
+        if runs:
+            view = mlyard_json("runs", "show", runs[0]["id"])
+            if any(s["name"] == step and s["state"] == state for s in view["steps"]):
+                return str(view["id"])
+        time.sleep(0.3)
+    raise AssertionError(f"step {step} never reached {state}")
+
+
+def _step_processes() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "mlyard.runtime" in (process.info.get("cmdline") or []):
+            found.append(process)
+    return found
+
+
+def test_sigkilled_run_is_resumed_with_every_step_executed_once(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    orchestrator = spawn("run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}",
+                         "-p", "seconds=4")
+    run_id = _wait_for_step_state("slow", "RUNNING")
+    orchestrator.send_signal(signal.SIGKILL)
+    orchestrator.wait(timeout=10)
+
+    resumed = mlyard("runs", "resume", run_id, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    view = mlyard_json("runs", "show", run_id)
+    assert view["state"] == "SUCCEEDED"
+    assert [runs_of(markers, s) for s in ("first", "slow", "last")] == [1, 1, 1]
+    assert view["metrics"]["slow.slept"] == 4
+
+
+def test_resume_after_a_failure_does_not_rerun_succeeded_steps(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    failed = mlyard_json("run", f"{COUNTING}:retrying", "-p", f"marker_dir={markers}",
+                         "-p", "failures=5")
+    assert failed["state"] == "FAILED"
+    assert runs_of(markers, "flaky") == 3  # one attempt plus two retries
+    assert "flaky failure number 3" in failed["error"]
+    flaky = failed["steps"][0]
+    assert flaky["attempts"] == 3
+
+    # Three more failures are allowed after resume (fresh retries): the 6th execution succeeds.
+    resumed = mlyard_json("runs", "resume", failed["id"])
+    assert resumed["state"] == "SUCCEEDED"
+    assert runs_of(markers, "flaky") == 6
+
+
+def test_ctrl_c_cancels_the_run_and_leaves_no_step_process(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    orchestrator = spawn("run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}",
+                         "-p", "seconds=60")
+    run_id = _wait_for_step_state("slow", "RUNNING")
+    assert _step_processes()
+    orchestrator.send_signal(signal.SIGINT)
+    assert orchestrator.wait(timeout=30) == 130
+    assert _step_processes() == []
+    view = mlyard_json("runs", "show", run_id)
+    assert view["state"] == "CANCELLED"
+    assert {s["name"]: s["state"] for s in view["steps"]}["slow"] == "CANCELLED"
+
+
+def test_runs_cancel_from_another_process(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    orchestrator = spawn("run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}",
+                         "-p", "seconds=60")
+    run_id = _wait_for_step_state("slow", "RUNNING")
+    cancelled = mlyard_json("runs", "cancel", run_id)
+    assert cancelled["state"] == "CANCELLED"
+    assert orchestrator.wait(timeout=30) == 1
+    assert _step_processes() == []
+
+
+def test_timeout_fails_the_step_with_the_limit(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    view = mlyard_json("run", f"{COUNTING}:timing_out", "-p", f"marker_dir={markers}")
+    assert view["state"] == "FAILED"
+    assert "timed out after 1 s" in view["error"]
+    assert _step_processes() == []
+
+
+def test_logs_of_a_step(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    failed = mlyard_json("run", f"{COUNTING}:retrying", "-p", f"marker_dir={markers}",
+                         "-p", "failures=5")
+    logs = mlyard_json("runs", "logs", failed["id"], "flaky")
+    assert any("flaky failure number 3" in line for line in logs["lines"])
