@@ -16,6 +16,7 @@ from mlyard.errors import MlyardError
 from mlyard.models.runs import RunState
 from mlyard.orchestration.run_state import write_through
 from mlyard.store.repository import MetadataStore, RunRow
+from mlyard.runtime.code import ensure_code_package, make_importable
 from mlyard.store.tables import ModelVersionRow
 from mlyard.tracking.base import Tracker
 
@@ -81,7 +82,9 @@ class StepTracking:
                 self.tracker.log_metrics(mlflow_id, result.metrics)
             self.tracker.log_usage(mlflow_id, outcome.usage)
             versions = []
-            if outcome.succeeded and result is not None:
+            if outcome.succeeded and result is not None and result.models:
+                # Models of user-defined classes unpickle only with the run's code importable.
+                make_importable(ensure_code_package(self.artifacts, run.code_digest))
                 for model in result.models:
                     model_object = load_value(self.artifacts, model.artifact)
                     version = self.tracker.log_model(mlflow_id, model, model_object)

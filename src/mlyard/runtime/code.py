@@ -50,10 +50,15 @@ def ensure_code_package(store: ArtifactStore, digest: str) -> Path:
     return target
 
 
-def import_step_function(code_dir: Path, reference: str) -> Callable[..., Any]:
-    """Import ``module:qualname`` from the package and return the undecorated function."""
+def make_importable(code_dir: Path) -> None:
+    """Put the extracted package first on ``sys.path`` (once)."""
     if str(code_dir) not in sys.path:
         sys.path.insert(0, str(code_dir))
+
+
+def import_step_function(code_dir: Path, reference: str) -> Callable[..., Any]:
+    """Import ``module:qualname`` from the package and return the undecorated function."""
+    make_importable(code_dir)
     module_name, _, qualname = reference.partition(":")
     target: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
