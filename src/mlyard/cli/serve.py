@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -27,25 +28,39 @@ the server loads only the model you name here, so serve only models you trust.
 
 @handle_errors
 def serve_command(
-    model: str = typer.Argument(..., help="models:/NAME@ALIAS, models:/NAME/VERSION or "
-                                "runs:/RUN_ID/PATH."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; any address other "
-                             "than loopback requires a token."),
-    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port to listen on."),
-    workers: int = typer.Option(1, "--workers", "--replicas", min=1, help="Replica processes "
-                                "sharing the port, each with its own model copy."),
-    gpus: float = typer.Option(0.0, "--gpus", min=0.0, help="GPUs per replica, e.g. 1 or 0.5; "
-                               "0 runs on CPU."),
-    max_batch_size: int = typer.Option(64, "--max-batch-size", min=1,
-                                       help="Most rows per model call."),
-    max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", min=0.0,
-                                             help="How long a request waits for others to "
-                                             "batch with."),
-    max_request_bytes: int = typer.Option(16 * 1024 * 1024, "--max-request-bytes", min=1,
-                                          help="Larger request bodies get 413."),
-    token_file: Path | None = typer.Option(None, "--token-file", help="File holding the bearer "
-                                           "token (or set MLYARD_SERVE_TOKEN)."),
-    log_level: str = typer.Option("warning", "--log-level", help="uvicorn and mlyard log level."),
+    model: Annotated[
+        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.")
+    ],
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind; any address other than loopback requires a token."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "--replicas",
+            min=1,
+            help="Replica processes sharing the port, each with its own model copy.",
+        ),
+    ] = 1,
+    gpus: Annotated[
+        float, typer.Option(min=0.0, help="GPUs per replica, e.g. 1 or 0.5; 0 runs on CPU.")
+    ] = 0.0,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Most rows per model call.")] = 64,
+    max_queue_delay_ms: Annotated[
+        float,
+        typer.Option(min=0.0, help="How long a request waits for others to batch with."),
+    ] = 2.0,
+    max_request_bytes: Annotated[
+        int, typer.Option(min=1, help="Larger request bodies get 413.")
+    ] = 16 * 1024 * 1024,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the bearer token (or set MLYARD_SERVE_TOKEN)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn and mlyard log level.")] = "warning",
 ) -> None:
     from mlyard.serving.auth import resolve_token
     from mlyard.serving.model_reference import (

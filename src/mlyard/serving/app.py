@@ -82,8 +82,9 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
         readiness.ready = False
         await batcher.stop()
 
-    api = FastAPI(title=f"mlyard model server: {model.name}", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    api = FastAPI(
+        title=f"mlyard model server: {model.name}", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
 
     @api.exception_handler(HttpError)
     async def _http_error(_: Request, exc: HttpError) -> Response:
@@ -107,20 +108,21 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
 
     @api.get("/v2")
     async def server_metadata() -> Response:
-        return _json({"name": SERVER_NAME, "version": package_version("mlyard"),
-                      "extensions": []})
+        return _json({"name": SERVER_NAME, "version": package_version("mlyard"), "extensions": []})
 
     @api.get("/v2/models/{name}")
     @api.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> Response:
         _check_model(model, name, version)
-        return _json({
-            "name": model.name,
-            "versions": [model.version],
-            "platform": model.platform,
-            "inputs": [_tensor_metadata(spec) for spec in model.inputs],
-            "outputs": [_tensor_metadata(spec) for spec in model.outputs],
-        })
+        return _json(
+            {
+                "name": model.name,
+                "versions": [model.version],
+                "platform": model.platform,
+                "inputs": [_tensor_metadata(spec) for spec in model.inputs],
+                "outputs": [_tensor_metadata(spec) for spec in model.outputs],
+            }
+        )
 
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")
@@ -136,8 +138,11 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
         body = _parse(InferenceRequest, await request.body())
         outputs = await batcher.submit(v2_request_to_arrays(model, body))
         requested = [o.name for o in body.outputs] if body.outputs else None
-        response: dict[str, Any] = {"model_name": model.name, "model_version": model.version,
-                                    "outputs": arrays_to_v2_outputs(outputs, requested)}
+        response: dict[str, Any] = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "outputs": arrays_to_v2_outputs(outputs, requested),
+        }
         if body.id is not None:
             response["id"] = body.id
         return _json(response)
@@ -248,5 +253,8 @@ def _tensor_metadata(spec: Any) -> dict[str, Any]:
 
 
 def _json(content: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(content, separators=(",", ":")), status_code=status,
-                    media_type="application/json")
+    return Response(
+        json.dumps(content, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+    )

@@ -48,9 +48,11 @@ def resolve_token(host: str, token_file: Path | None, environ: dict[str, str]) -
                 hint="Pass a readable file holding the token on its first line.",
             ) from exc
         if not token:
-            raise ConfigError(f"The token file {token_file} is empty.",
-                              hint="Write a long random token into it, e.g. "
-                              "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`.")
+            raise ConfigError(
+                f"The token file {token_file} is empty.",
+                hint="Write a long random token into it, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
+            )
     elif environ.get(TOKEN_ENVIRONMENT_VARIABLE, "").strip():
         token = environ[TOKEN_ENVIRONMENT_VARIABLE].strip()
     if token is None and not is_loopback(host):
@@ -78,8 +80,12 @@ class BearerTokenMiddleware:
         if hmac.compare_digest(presented, self._expected):
             await self.app(scope, receive, send)
             return
-        await send_json_error(send, 401, "missing or wrong bearer token",
-                              extra_headers=[(b"www-authenticate", b"Bearer")])
+        await send_json_error(
+            send,
+            401,
+            "missing or wrong bearer token",
+            extra_headers=[(b"www-authenticate", b"Bearer")],
+        )
 
 
 async def send_json_error(

@@ -88,8 +88,9 @@ class DynamicBatcher:
     async def submit(self, inputs: NamedArrays) -> NamedArrays:
         """Queue one request (arrays sharing their first dimension) and await its outputs."""
         first = next(iter(inputs.values()))
-        batchable = first.ndim > 0 and all(a.ndim > 0 and len(a) == len(first) for a in
-                                           inputs.values())
+        batchable = first.ndim > 0 and all(
+            a.ndim > 0 and len(a) == len(first) for a in inputs.values()
+        )
         rows = len(first) if batchable else 1
         group: tuple[Any, ...] = (
             tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items()))

@@ -69,16 +69,15 @@ def predict_request_to_arrays(model: ServableModel, request: PredictRequest) -> 
     for name, values in named.items():
         spec = specs.get(name)
         if specs and spec is None:
-            raise TensorError(f"the model has no input {name!r}; its inputs: "
-                              f"{_describe(model.inputs)}")
+            raise TensorError(
+                f"the model has no input {name!r}; its inputs: {_describe(model.inputs)}"
+            )
         arrays[name] = _json_rows_to_array(name, values, spec)
     _check_complete(model, arrays)
     return arrays
 
 
-def arrays_to_v2_outputs(
-    outputs: NamedArrays, requested: list[str] | None
-) -> list[dict[str, Any]]:
+def arrays_to_v2_outputs(outputs: NamedArrays, requested: list[str] | None) -> list[dict[str, Any]]:
     """v2 response output tensors, restricted to ``requested`` names when the client asked."""
     if requested is not None:
         unknown = [name for name in requested if name not in outputs]
@@ -116,8 +115,9 @@ def _json_rows_to_array(name: str, values: Any, spec: TensorSpec | None) -> np.n
         if raw.dtype.kind not in "biuf":
             raise TensorError(f"input {name!r} must hold numbers for the model ({spec.datatype})")
         if spec.numpy_dtype.kind in "iu" and raw.dtype.kind == "f":
-            raise TensorError(f"input {name!r} holds fractions but the model expects integers "
-                              f"({spec.datatype})")
+            raise TensorError(
+                f"input {name!r} holds fractions but the model expects integers ({spec.datatype})"
+            )
         raw = raw.astype(spec.numpy_dtype, copy=False)
     spec.check_shape(raw.shape)
     return raw
@@ -135,7 +135,7 @@ def _check_complete(model: ServableModel, arrays: NamedArrays) -> None:
 
 def _to_json_list(array: np.ndarray[Any, Any]) -> list[Any]:
     if array.dtype.kind in "OS":
-        return array_to_json_data(array) if array.ndim <= 1 else array.tolist()  # type: ignore[no-any-return]
+        return array_to_json_data(array) if array.ndim <= 1 else array.tolist()
     result: list[Any] = array.tolist() if array.ndim else [array.item()]
     return result
 

@@ -9,6 +9,7 @@ the server only loads the model the user named on the command line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,8 +59,8 @@ def load_servable_model(resolved: ResolvedModel, *, device: str = "cpu") -> Serv
             f"Could not download model {resolved.uri}: {exc}",
             hint="Check that the model's artifacts are still in the artifact store.",
         ) from exc
-    inputs, column_names = _input_specs(metadata.get_input_schema())
-    outputs = _output_specs(metadata.get_output_schema())
+    inputs, column_names = _input_specs(metadata.get_input_schema()  # type: ignore[no-untyped-call])
+    outputs = _output_specs(metadata.get_output_schema()  # type: ignore[no-untyped-call])
     try:
         if resolved.flavor == "pytorch":
             predict = _load_pytorch(local_path, inputs, device)
@@ -151,7 +152,9 @@ def _load_pytorch(
     import torch
 
     module = mlflow.pytorch.load_model(local_path, map_location=device)
-    module.eval()
+    # Modules saved with torch.export (MLflow's default "pt2") are frozen graphs without eval().
+    with contextlib.suppress(NotImplementedError):
+        module.eval()
     order = [spec.name for spec in inputs]
 
     def predict(batch: NamedArrays) -> NamedArrays:

@@ -101,7 +101,9 @@ def _resolve_with_mlflow_client(settings: Settings, reference: str) -> ResolvedM
                 version = client.get_model_version(name, match["version"])
             except MlflowException as exc:
                 versions = client.search_model_versions(f"name='{name}'")
-                known = ", ".join(sorted((v.version for v in versions), key=int)) or "none"
+                known = (
+                    ", ".join(str(v) for v in sorted(int(v.version) for v in versions)) or "none"
+                )
                 raise NotFoundError(
                     f"Model {name!r} has no version {match['version']}.",
                     hint=f"Its versions: {known}.",
@@ -153,8 +155,9 @@ def _resolve_run(client: Any, reference: str, run_id: str, path: str) -> Resolve
             f"Run {run_id} has no model at {path!r}.",
             hint="Its artifacts: " + (", ".join(artifacts) or "none") + ".",
         ) from exc
-    return ResolvedModel(name=path.rstrip("/").rsplit("/", 1)[-1], version=run_id, uri=reference,
-                         flavor=flavor)
+    return ResolvedModel(
+        name=path.rstrip("/").rsplit("/", 1)[-1], version=run_id, uri=reference, flavor=flavor
+    )
 
 
 def _flavor_of(model_uri: str, tracking_uri: str) -> str:

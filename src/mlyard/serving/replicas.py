@@ -143,8 +143,7 @@ def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
 
     mlflow.set_tracking_uri(spec.tracking_uri)
     mlflow.set_registry_uri(spec.tracking_uri)
-    resolved = ResolvedModel(spec.model_name, spec.model_version, spec.model_uri,
-                             spec.model_flavor)
+    resolved = ResolvedModel(spec.model_name, spec.model_version, spec.model_uri, spec.model_flavor)
     model = load_servable_model(resolved, device=spec.device)
     options = AppOptions(
         batching=BatchingConfig(spec.max_batch_size, spec.max_queue_delay_ms),
@@ -191,10 +190,15 @@ def _supervise(spec: ReplicaSpec, environments: list[dict[str, str]], gpus: floa
     replica_spec = spec.model_copy(update={"port": port, "device": "cuda" if gpus > 0 else "cpu"})
     children = []
     for environment in environments:
-        env = {**os.environ, **environment, MULTIPROCESS_DIR_VARIABLE: metrics_dir,
-               REPLICA_SPEC_VARIABLE: replica_spec.model_dump_json()}
-        children.append(subprocess.Popen([sys.executable, "-m", "mlyard.serving.replicas"],
-                                         env=env))
+        env = {
+            **os.environ,
+            **environment,
+            MULTIPROCESS_DIR_VARIABLE: metrics_dir,
+            REPLICA_SPEC_VARIABLE: replica_spec.model_dump_json(),
+        }
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "mlyard.serving.replicas"], env=env)
+        )
     draining = crashed = False
 
     def forward(sig: int, _: FrameType | None) -> None:

@@ -12,6 +12,7 @@ from mlyard.models.resources import Resources
 from mlyard.platform.gpu_inventory import GpuDevice
 
 GIB = 1024**3
+GB = 1000**3
 
 
 def a10(index: int) -> GpuDevice:
@@ -87,24 +88,24 @@ def test_shares_that_add_up_to_one_fill_a_device_despite_float_rounding() -> Non
 
 
 def test_gpu_memory_is_reserved_on_the_shared_device(two_a10: GpuAllocator) -> None:
-    first = two_a10.try_lease("a", Resources(gpus=0.25, gpu_memory="16GiB"))
+    first = two_a10.try_lease("a", Resources(gpus=0.25, gpu_memory=16 * GIB))
     assert first is not None and first.device_indices == (0,) and first.memory_bytes == 16 * GIB
     # device 0 has 0.75 of its share but only 8 GiB of memory left
-    second = two_a10.try_lease("b", Resources(gpus=0.25, gpu_memory="10GiB"))
+    second = two_a10.try_lease("b", Resources(gpus=0.25, gpu_memory=10 * GIB))
     assert second is not None and second.device_indices == (1,)
-    third = two_a10.try_lease("c", Resources(gpus=0.25, gpu_memory="8GiB"))
+    third = two_a10.try_lease("c", Resources(gpus=0.25, gpu_memory=8 * GIB))
     assert third is not None and third.device_indices == (0,)
 
 
 def test_gpu_memory_larger_than_what_is_left_waits(two_a10: GpuAllocator) -> None:
-    assert two_a10.try_lease("a", Resources(gpus=0.5, gpu_memory="20GiB")) is not None
-    assert two_a10.try_lease("b", Resources(gpus=0.5, gpu_memory="20GiB")) is not None
-    assert two_a10.try_lease("c", Resources(gpus=0.25, gpu_memory="20GiB")) is None
+    assert two_a10.try_lease("a", Resources(gpus=0.5, gpu_memory=20 * GIB)) is not None
+    assert two_a10.try_lease("b", Resources(gpus=0.5, gpu_memory=20 * GIB)) is not None
+    assert two_a10.try_lease("c", Resources(gpus=0.25, gpu_memory=20 * GIB)) is None
 
 
 def test_a_share_without_gpu_memory_reserves_its_share_of_memory(two_a10: GpuAllocator) -> None:
     assert two_a10.try_lease("a", Resources(gpus=0.5)) is not None  # 12 GiB of device 0
-    lease = two_a10.try_lease("b", Resources(gpus=0.25, gpu_memory="13GiB"))
+    lease = two_a10.try_lease("b", Resources(gpus=0.25, gpu_memory=13 * GIB))
     assert lease is not None and lease.device_indices == (1,)
 
 
@@ -129,7 +130,7 @@ def test_whole_gpus_take_the_smallest_devices_that_fit() -> None:
     allocator = GpuAllocator([a100(0), a10(1)])
     lease = allocator.try_lease("small", Resources(gpus=1))
     assert lease is not None and lease.device_indices == (1,)
-    big = allocator.try_lease("big", Resources(gpus=1, gpu_memory="40GiB"))
+    big = allocator.try_lease("big", Resources(gpus=1, gpu_memory=40 * GIB))
     assert big is not None and big.device_indices == (0,) and big.memory_bytes == 40 * GIB
 
 
@@ -238,11 +239,11 @@ def test_more_whole_gpus_than_devices_is_refused(two_a10: GpuAllocator) -> None:
 
 def test_gpu_memory_larger_than_every_device_is_refused(two_a10: GpuAllocator) -> None:
     with pytest.raises(ResourceError) as caught:
-        two_a10.check_satisfiable(Resources(gpus=0.5, gpu_memory="40GB"))
+        two_a10.check_satisfiable(Resources(gpus=0.5, gpu_memory=40 * GB))
     assert caught.value.message == (
         "The step asks for 0.5 GPU with 40.0GB of GPU memory each, but this machine has "
         "2 x NVIDIA A10 (24 GB); 40.0GB of GPU memory is more than the largest device holds "
-        "(24 GB)."
+        "(25.8GB)."
     )
 
 
@@ -266,7 +267,7 @@ def test_satisfiable_requests_pass_even_when_devices_are_busy(two_a10: GpuAlloca
     assert two_a10.try_lease("all", Resources(gpus=2)) is not None
     for request in (
         Resources(gpus=2),
-        Resources(gpus=0.5, gpu_memory="20GiB"),
+        Resources(gpus=0.5, gpu_memory=20 * GIB),
         Resources(gpus=1, gpu_type="A10"),
     ):
         two_a10.check_satisfiable(request)

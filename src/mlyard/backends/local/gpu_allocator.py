@@ -235,7 +235,7 @@ class GpuAllocator:
             if resources.gpu_memory > largest:
                 return (
                     f"; {format_size(resources.gpu_memory)} of GPU memory is more than "
-                    f"the largest device holds ({_device_memory(largest)})"
+                    f"the largest device holds ({format_size(largest)})"
                 )
         fitting = self._candidates(resources)
         if resources.gpus >= 1 and len(fitting) < resources.whole_gpus:
