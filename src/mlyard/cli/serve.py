@@ -11,19 +11,19 @@ import typer
 from mlyard.cli.errors import handle_errors
 from mlyard.cli.output import err_console
 
-SERVE_HELP = """Serve a registered model over HTTP: Open Inference Protocol v2 (KServe/Triton
-clients), a plain JSON POST /predict, and Prometheus /metrics.
-
-MODEL is models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.
-
-Concurrent requests are batched into one model call (--max-batch-size, --max-queue-delay-ms).
-SIGTERM drains: in-flight requests finish, then the server exits 0.
-
-Security: the server binds 127.0.0.1 unless --host says otherwise; any other address needs a
-token (--token-file or MLYARD_SERVE_TOKEN), sent by clients as 'Authorization: Bearer TOKEN'.
-sklearn and PyTorch models are stored as pickles, and loading a pickle runs code from it:
-the server loads only the model you name here, so serve only models you trust.
-"""
+SERVE_HELP = (
+    "Serve a registered model over HTTP: the Open Inference Protocol v2 (KServe/Triton "
+    "clients), a plain JSON POST /predict, and Prometheus /metrics.\n\n"
+    "MODEL is models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.\n\n"
+    "Concurrent requests are batched into one model call (--max-batch-size, "
+    "--max-queue-delay-ms). SIGTERM drains: in-flight requests finish, then the server "
+    "exits 0.\n\n"
+    "Security: the server binds 127.0.0.1 unless --host says otherwise; any other address "
+    "needs a token (--token-file or MLYARD_SERVE_TOKEN) that clients send as "
+    "'Authorization: Bearer TOKEN'. sklearn and PyTorch models are stored as pickles, and "
+    "loading a pickle runs code from it: the server loads only the model you name here, so "
+    "serve only models you trust."
+)
 
 
 @handle_errors

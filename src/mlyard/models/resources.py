@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -103,6 +103,21 @@ class Resources(BaseModel):
     launcher: Literal["ray", "torchrun"] | None = Field(
         default=None, description="How a multi-node step is started across its nodes."
     )
+
+    if TYPE_CHECKING:
+        # What people may pass; the validators turn sizes and durations into numbers.
+        def __init__(
+            self,
+            *,
+            cpus: float = 1.0,
+            memory: int | str | None = None,
+            gpus: float = 0.0,
+            gpu_type: str | None = None,
+            gpu_memory: int | str | None = None,
+            time_limit: float | str | timedelta | None = None,
+            nodes: int = 1,
+            launcher: Literal["ray", "torchrun"] | None = None,
+        ) -> None: ...
 
     @model_validator(mode="after")
     def _check_gpu_shape(self) -> Resources:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._task: asyncio.Task[None] | None = None
-        self._carried: _Pending | None = None
+        self._set_aside: deque[_Pending] = deque()
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -114,9 +115,16 @@ class DynamicBatcher:
             await self._execute(batch)
 
     async def _collect(self) -> list[_Pending]:
-        first = self._carried or await self._queue.get()
-        self._carried = None
+        first = self._set_aside.popleft() if self._set_aside else await self._queue.get()
         batch, rows = [first], first.rows
+        # Requests set aside earlier (other shapes) join first when they fit, keeping order.
+        waiting, self._set_aside = self._set_aside, deque()
+        for item in waiting:
+            if item.group == first.group and rows + item.rows <= self._config.max_batch_size:
+                batch.append(item)
+                rows += item.rows
+            else:
+                self._set_aside.append(item)
         deadline = asyncio.get_running_loop().time() + self._config.max_queue_delay_ms / 1000
         while rows < self._config.max_batch_size:
             try:
@@ -129,8 +137,11 @@ class DynamicBatcher:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            if item.group != first.group or rows + item.rows > self._config.max_batch_size:
-                self._carried = item
+            if item.group != first.group:
+                self._set_aside.append(item)  # another shape: it starts a later batch
+                continue
+            if rows + item.rows > self._config.max_batch_size:
+                self._set_aside.appendleft(item)
                 break
             batch.append(item)
             rows += item.rows
@@ -172,7 +183,7 @@ class DynamicBatcher:
 
     def _report_depth(self) -> None:
         if self._observer is not None:
-            self._observer.set_queue_depth(self._queue.qsize() + (self._carried is not None))
+            self._observer.set_queue_depth(self._queue.qsize() + len(self._set_aside))
 
 
 def _concatenate(requests: list[NamedArrays]) -> NamedArrays:

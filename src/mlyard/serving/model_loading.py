@@ -59,8 +59,10 @@ def load_servable_model(resolved: ResolvedModel, *, device: str = "cpu") -> Serv
             f"Could not download model {resolved.uri}: {exc}",
             hint="Check that the model's artifacts are still in the artifact store.",
         ) from exc
-    inputs, column_names = _input_specs(metadata.get_input_schema()  # type: ignore[no-untyped-call])
-    outputs = _output_specs(metadata.get_output_schema()  # type: ignore[no-untyped-call])
+    input_schema = metadata.get_input_schema()  # type: ignore[no-untyped-call]
+    output_schema = metadata.get_output_schema()  # type: ignore[no-untyped-call]
+    inputs, column_names = _input_specs(input_schema)
+    outputs = _output_specs(output_schema)
     try:
         if resolved.flavor == "pytorch":
             predict = _load_pytorch(local_path, inputs, device)

@@ -125,7 +125,7 @@ class MetadataStore:
                 .join(ArtifactRow, ArtifactRow.digest == StepOutputRow.digest)
                 .where(StepOutputRow.step_run_id.in_(ids))
             )
-            for output, artifact in rows.tuples():
+            for output, artifact in rows:
                 result[output.step_run_id][output.name] = _artifact_ref(artifact)
         return result
 

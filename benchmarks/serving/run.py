@@ -1,0 +1,213 @@
+"""Serving benchmark: mlyard serve against `mlflow models serve` and a per-request FastAPI endpoint.
+
+One command: ``.venv/bin/python benchmarks/serving/run.py`` (``--help`` for load options).
+It registers one model (LogisticRegression on scikit-learn's digits) in a temporary SQLite MLflow
+store, starts each server in turn on a free loopback port with one worker, drives it with the same
+closed-loop load (N keep-alive connections, one-row requests), and replaces the "## Serving"
+section of benchmarks/RESULTS.md with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from load import LoadResult, run_load
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "RESULTS.md"
+MODEL_NAME = "digits-bench"
+# Starts `mlyard serve` whether or not the serve command is registered in the CLI yet.
+MLYARD_LAUNCHER = (
+    "from mlyard.cli import main, serve\n"
+    "main._register_commands()\n"
+    "if 'serve' not in main.COMMAND_MODULES: serve.register(main.app)\n"
+    "main.app()\n"
+)
+
+
+@dataclass(frozen=True)
+class Contender:
+    label: str
+    command: list[str]
+    ready_path: str
+    path: str
+    body: bytes
+
+
+def build_model(store: Path) -> str:
+    """Register the benchmark model; the tracking URI of the store."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("bench", artifact_location=str(store / "artifacts"))
+    features, labels = load_digits(return_X_y=True)
+    classifier = LogisticRegression(max_iter=300).fit(features, labels)
+    with mlflow.start_run(experiment_id=experiment):
+        mlflow.sklearn.log_model(
+            classifier,
+            name="model",
+            signature=infer_signature(features, classifier.predict(features)),
+            registered_model_name=MODEL_NAME,
+        )
+    return uri
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def contenders(row: list[float], port: int, python: str) -> list[Contender]:
+    model_uri = f"models:/{MODEL_NAME}/1"
+    instances = json.dumps({"instances": [row]}).encode()
+    v2 = json.dumps(
+        {"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP64", "data": row}]}
+    ).encode()
+    mlyard = [python, "-c", MLYARD_LAUNCHER, "serve", model_uri, "--port", str(port)]
+    return [
+        Contender(
+            "mlflow models serve (--env-manager local)",
+            [python, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+             "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            "/ping", "/invocations", json.dumps({"inputs": [row]}).encode(),
+        ),
+        Contender("minimal FastAPI, model per request",
+                  [python, str(HERE / "naive_server.py"), model_uri, str(port)],
+                  "/openapi.json", "/predict", instances),
+        Contender("mlyard serve, batching off (--max-batch-size 1)",
+                  [*mlyard, "--max-batch-size", "1"], "/v2/health/ready", "/predict", instances),
+        Contender("mlyard serve, batching on, POST /predict", mlyard, "/v2/health/ready",
+                  "/predict", instances),
+        Contender("mlyard serve, batching on, POST /v2/.../infer", mlyard, "/v2/health/ready",
+                  f"/v2/models/{MODEL_NAME}/infer", v2),
+    ]
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, path: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("server not ready after 120 s")
+
+
+def measure(contender: Contender, port: int, env: dict[str, str], args: argparse.Namespace,
+            log: Path) -> LoadResult:
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(contender.command, env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready(process, port, contender.ready_path)
+            return run_load("127.0.0.1", port, contender.path, contender.body,
+                            concurrency=args.concurrency, seconds=args.seconds)
+        except RuntimeError:
+            print(log.read_text()[-3000:], file=sys.stderr)
+            raise
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it has not exited after 30 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    found = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    cpu = found.group(1).strip() if found else platform.processor()
+    return (f"{cpu}, {os.cpu_count()} cores (shared), {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}, no GPU")
+
+
+def write_results(table: str, args: argparse.Namespace) -> None:
+    section = (
+        "## Serving\n\n"
+        f"Command: `.venv/bin/python benchmarks/serving/run.py --concurrency {args.concurrency} "
+        f"--seconds {args.seconds}`  \n"
+        f"Machine: {machine()}  \n"
+        f"Model: scikit-learn LogisticRegression on digits (64 FP64 features), registered in a "
+        f"SQLite MLflow store; one-row requests from {args.concurrency} keep-alive connections "
+        f"(closed loop, load generator on the same machine), {args.seconds} s measured after "
+        "2 s of warm-up; every server runs one worker process.\n\n"
+        f"{table}\n"
+    )
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--no-write", action="store_true", help="Do not touch RESULTS.md.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mlyard-bench-serving-") as tmp:
+        store = Path(tmp)
+        uri = build_model(store)
+        from sklearn.datasets import load_digits
+
+        row = [float(v) for v in load_digits().data[0]]
+        # `mlflow models serve` execs `uvicorn` from PATH: put this interpreter's bin dir first.
+        bin_dir = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+               "MLYARD_TRACKING__URI": uri, "MLYARD_HOME": str(store / "home")}
+        rows = []
+        for index in range(len(contenders(row, 0, sys.executable))):
+            # A fresh port each time: a server that is still exiting must not answer for the next.
+            port = free_port()
+            contender = contenders(row, port, sys.executable)[index]
+            print(f"measuring {contender.label} ...", flush=True)
+            result = measure(contender, port, env, args, store / f"{len(rows)}.log")
+            rows.append((contender.label, result))
+            print(f"  {result.requests_per_second:.0f} req/s, p50 {result.p50_ms:.1f} ms, "
+                  f"p99 {result.p99_ms:.1f} ms, {result.errors} errors", flush=True)
+    baseline = rows[0][1].requests_per_second
+    lines = ["| server | requests/s | p50 ms | p99 ms | errors | vs mlflow |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, result in rows:
+        lines.append(f"| {label} | {result.requests_per_second:.0f} | {result.p50_ms:.1f} | "
+                     f"{result.p99_ms:.1f} | {result.errors} | "
+                     f"{result.requests_per_second / baseline:.1f}x |")
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        write_results(table, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The metadata store on real SQLite: migrations, runs, lineage and the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlyard.errors import NotFoundError, StoreError
+from mlyard.models.tasks import ArtifactRef, MetricRecord
+from mlyard.store.database import HEAD_REVISION, create_database_engine
+from mlyard.store.repository import MetadataStore, RunRow, StepRunRow, utcnow
+from mlyard.store.tables import CacheEntryRow
+
+
+def _run(store: MetadataStore, run_id: str = "abcdef123456") -> None:
+    store.add(
+        RunRow(id=run_id, pipeline_name="p", state="PENDING", params={}, graph={"steps": []},
+               code_digest="sha256:" + "0" * 64, code_module="m", project_dir="/p",
+               backend="local", use_cache=True, artifacts_url="/a", created_at=utcnow(),
+               cancel_requested=False),
+        StepRunRow(id=f"{run_id}.1", run_id=run_id, name="a", state="PENDING", failures=0,
+                   infrastructure_failures=0),
+    )
+
+
+def test_migrates_once_and_finds_runs_by_prefix(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    store = MetadataStore(url)
+    _run(store)
+    assert MetadataStore(url).get_run("abcd").id == "abcdef123456"
+    with create_database_engine(url).connect() as connection:
+        from sqlalchemy import text
+
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == (
+            HEAD_REVISION)
+    with pytest.raises(NotFoundError, match="No run with id 'zzz'"):
+        store.get_run("zzz")
+
+
+def test_lineage_metrics_and_cache(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'meta.db'}")
+    _run(store)
+    ref = ArtifactRef(digest="sha256:" + "1" * 64, materializer="json", type_name="int",
+                      size_bytes=1)
+    with store.transaction() as session:
+        store.record_outputs(session, "abcdef123456.1", {"output": ref}, {})
+        store.record_metrics(session, "abcdef123456.1",
+                             [MetricRecord(key="acc", value=0.9, timestamp_ms=1)], [])
+        session.add(CacheEntryRow(cache_key="k", step_run_id="abcdef123456.1",
+                                  run_id="abcdef123456", created_at=utcnow()))
+    assert store.outputs(["abcdef123456.1"]) == {"abcdef123456.1": {"output": ref}}
+    assert [m.value for m in store.metrics(["abcdef123456.1"])] == [0.9]
+    hit = store.lookup_cache("k")
+    assert hit is not None and hit[1] == {"output": ref}
+    store.forget_cache_entry("k")
+    assert store.lookup_cache("k") is None
+
+
+def test_bad_database_url_is_explained() -> None:
+    with pytest.raises(StoreError, match="not valid"):
+        MetadataStore("not a url")
+    with pytest.raises(StoreError, match="Cannot reach the metadata database"):
+        MetadataStore("postgresql://nobody@127.0.0.1:9/none")
