@@ -42,8 +42,13 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _connection(
-    host: str, port: int, request: bytes, deadline: float, measure_from: float,
-    latencies: list[float], errors: list[int],
+    host: str,
+    port: int,
+    request: bytes,
+    deadline: float,
+    measure_from: float,
+    latencies: list[float],
+    errors: list[int],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -66,7 +71,12 @@ async def _connection(
 
 
 async def _run(
-    host: str, port: int, path: str, body: bytes, concurrency: int, seconds: float,
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    concurrency: int,
+    seconds: float,
     warmup_seconds: float,
 ) -> LoadResult:
     request = (
@@ -78,10 +88,12 @@ async def _run(
     start = time.perf_counter()
     measure_from = start + warmup_seconds
     deadline = measure_from + seconds
-    await asyncio.gather(*(
-        _connection(host, port, request, deadline, measure_from, latencies, errors)
-        for _ in range(concurrency)
-    ))
+    await asyncio.gather(
+        *(
+            _connection(host, port, request, deadline, measure_from, latencies, errors)
+            for _ in range(concurrency)
+        )
+    )
     measured = np.asarray(latencies) * 1000
     return LoadResult(
         requests=len(latencies),
@@ -93,7 +105,13 @@ async def _run(
 
 
 def run_load(
-    host: str, port: int, path: str, body: bytes, *, concurrency: int, seconds: float,
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    seconds: float,
     warmup_seconds: float = 2.0,
 ) -> LoadResult:
     """Send ``body`` to ``path`` from ``concurrency`` connections for ``seconds`` (after warm-up)."""

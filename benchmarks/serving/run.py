@@ -86,19 +86,55 @@ def contenders(row: list[float], port: int, python: str) -> list[Contender]:
     return [
         Contender(
             "mlflow models serve (--env-manager local)",
-            [python, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-             "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            "/ping", "/invocations", json.dumps({"inputs": [row]}).encode(),
+            [
+                python,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ],
+            "/ping",
+            "/invocations",
+            json.dumps({"inputs": [row]}).encode(),
         ),
-        Contender("minimal FastAPI, model per request",
-                  [python, str(HERE / "naive_server.py"), model_uri, str(port)],
-                  "/openapi.json", "/predict", instances),
-        Contender("mlyard serve, batching off (--max-batch-size 1)",
-                  [*mlyard, "--max-batch-size", "1"], "/v2/health/ready", "/predict", instances),
-        Contender("mlyard serve, batching on, POST /predict", mlyard, "/v2/health/ready",
-                  "/predict", instances),
-        Contender("mlyard serve, batching on, POST /v2/.../infer", mlyard, "/v2/health/ready",
-                  f"/v2/models/{MODEL_NAME}/infer", v2),
+        Contender(
+            "minimal FastAPI, model per request",
+            [python, str(HERE / "naive_server.py"), model_uri, str(port)],
+            "/openapi.json",
+            "/predict",
+            instances,
+        ),
+        Contender(
+            "mlyard serve, batching off (--max-batch-size 1)",
+            [*mlyard, "--max-batch-size", "1"],
+            "/v2/health/ready",
+            "/predict",
+            instances,
+        ),
+        Contender(
+            "mlyard serve, batching on, POST /predict",
+            mlyard,
+            "/v2/health/ready",
+            "/predict",
+            instances,
+        ),
+        Contender(
+            "mlyard serve, batching on, POST /v2/.../infer",
+            mlyard,
+            "/v2/health/ready",
+            f"/v2/models/{MODEL_NAME}/infer",
+            v2,
+        ),
     ]
 
 
@@ -116,15 +152,27 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, path: str) -> None:
     raise RuntimeError("server not ready after 120 s")
 
 
-def measure(contender: Contender, port: int, env: dict[str, str], args: argparse.Namespace,
-            log: Path) -> LoadResult:
+def measure(
+    contender: Contender, port: int, env: dict[str, str], args: argparse.Namespace, log: Path
+) -> LoadResult:
     with log.open("wb") as log_file:
-        process = subprocess.Popen(contender.command, env=env, stdout=log_file,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            contender.command,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_ready(process, port, contender.ready_path)
-            return run_load("127.0.0.1", port, contender.path, contender.body,
-                            concurrency=args.concurrency, seconds=args.seconds)
+            return run_load(
+                "127.0.0.1",
+                port,
+                contender.path,
+                contender.body,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+            )
         except RuntimeError:
             print(log.read_text()[-3000:], file=sys.stderr)
             raise
@@ -148,8 +196,10 @@ def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     found = re.search(r"model name\s*:\s*(.+)", cpuinfo)
     cpu = found.group(1).strip() if found else platform.processor()
-    return (f"{cpu}, {os.cpu_count()} cores (shared), {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}, no GPU")
+    return (
+        f"{cpu}, {os.cpu_count()} cores (shared), {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, no GPU"
+    )
 
 
 def write_results(table: str, args: argparse.Namespace) -> None:
@@ -184,8 +234,14 @@ def main() -> None:
         row = [float(v) for v in load_digits().data[0]]
         # `mlflow models serve` execs `uvicorn` from PATH: put this interpreter's bin dir first.
         bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
-               "MLYARD_TRACKING__URI": uri, "MLYARD_HOME": str(store / "home")}
+        env = {
+            **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "MLFLOW_TRACKING_URI": uri,
+            "MLFLOW_REGISTRY_URI": uri,
+            "MLYARD_TRACKING__URI": uri,
+            "MLYARD_HOME": str(store / "home"),
+        }
         rows = []
         for index in range(len(contenders(row, 0, sys.executable))):
             # A fresh port each time: a server that is still exiting must not answer for the next.
@@ -194,15 +250,22 @@ def main() -> None:
             print(f"measuring {contender.label} ...", flush=True)
             result = measure(contender, port, env, args, store / f"{len(rows)}.log")
             rows.append((contender.label, result))
-            print(f"  {result.requests_per_second:.0f} req/s, p50 {result.p50_ms:.1f} ms, "
-                  f"p99 {result.p99_ms:.1f} ms, {result.errors} errors", flush=True)
+            print(
+                f"  {result.requests_per_second:.0f} req/s, p50 {result.p50_ms:.1f} ms, "
+                f"p99 {result.p99_ms:.1f} ms, {result.errors} errors",
+                flush=True,
+            )
     baseline = rows[0][1].requests_per_second
-    lines = ["| server | requests/s | p50 ms | p99 ms | errors | vs mlflow |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| server | requests/s | p50 ms | p99 ms | errors | vs mlflow |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for label, result in rows:
-        lines.append(f"| {label} | {result.requests_per_second:.0f} | {result.p50_ms:.1f} | "
-                     f"{result.p99_ms:.1f} | {result.errors} | "
-                     f"{result.requests_per_second / baseline:.1f}x |")
+        lines.append(
+            f"| {label} | {result.requests_per_second:.0f} | {result.p50_ms:.1f} | "
+            f"{result.p99_ms:.1f} | {result.errors} | "
+            f"{result.requests_per_second / baseline:.1f}x |"
+        )
     table = "\n".join(lines)
     print(table)
     if not args.no_write:

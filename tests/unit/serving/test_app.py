@@ -89,11 +89,15 @@ def test_predict_takes_instances_and_inputs(client: TestClient) -> None:
         (_infer_body([1, 2], [1, 2]), "expects [-1, 3]"),
         (_infer_body([1, 2, 3], [1, 3], "FP64"), "expects FP32"),
         (_infer_body([1, 2, 3], [1, 4]), "needs 4"),
-        ({"inputs": [{"name": "other", "shape": [1], "datatype": "FP32", "data": [1]}]},
-         "no input 'other'"),
+        (
+            {"inputs": [{"name": "other", "shape": [1], "datatype": "FP32", "data": [1]}]},
+            "no input 'other'",
+        ),
         ({"inputs": []}, "invalid request body"),
-        ({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32"}]},
-         "invalid request body at inputs.0.data"),
+        (
+            {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32"}]},
+            "invalid request body at inputs.0.data",
+        ),
     ],
 )
 def test_bad_tensors_get_400_and_the_server_stays_up(

@@ -10,9 +10,17 @@ from mlyard.errors import ConfigError
 from mlyard.serving.auth import TOKEN_ENVIRONMENT_VARIABLE, is_loopback, resolve_token
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("::1", True),
-                                                ("localhost", True), ("0.0.0.0", False),
-                                                ("10.1.2.3", False), ("example.org", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.1.2.3", False),
+        ("example.org", False),
+    ],
+)
 def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 

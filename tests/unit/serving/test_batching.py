@@ -34,9 +34,7 @@ class DoublingModel:
 
 
 async def _submit_many(batcher: DynamicBatcher, arrays: list[np.ndarray[Any, Any]]) -> list[Any]:
-    return await asyncio.gather(
-        *(batcher.submit({"x": a}) for a in arrays), return_exceptions=True
-    )
+    return await asyncio.gather(*(batcher.submit({"x": a}) for a in arrays), return_exceptions=True)
 
 
 def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:

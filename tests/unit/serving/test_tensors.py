@@ -42,8 +42,9 @@ def test_bytes_tensor_keeps_strings() -> None:
         ("FP32", [2], ["a", "b"], "string"),
     ],
 )
-def test_bad_tensors_are_refused(datatype: str, shape: list[int], data: list[object],
-                                 message: str) -> None:
+def test_bad_tensors_are_refused(
+    datatype: str, shape: list[int], data: list[object], message: str
+) -> None:
     with pytest.raises(TensorError, match=message):
         array_from_json("x", datatype, shape, data)
 

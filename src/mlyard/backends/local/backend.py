@@ -21,6 +21,7 @@ import psutil
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
+from mlyard.backends.local.fork_server import ForkServer
 from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
 from mlyard.backends.local.processes import (
     StepProcess,
@@ -56,12 +57,14 @@ class LocalBackend(Backend):
     ) -> None:
         super().__init__(name, profile, settings, store)
         extra = profile.model_extra or {}
-        unknown = set(extra) - {"cpus", "memory"}
+        unknown = set(extra) - {"cpus", "memory", "fork_server"}
         if unknown:
             raise ConfigError(
                 f"Backend {name!r} (local) has unknown settings: {', '.join(sorted(unknown))}.",
-                hint="A local profile knows: cpus, memory, costs.",
+                hint="A local profile knows: cpus, memory, fork_server, costs.",
             )
+        self._use_fork_server = bool(extra.get("fork_server", True))
+        self._fork_server: ForkServer | None = None
         self.total_cpus = float(extra.get("cpus") or os.cpu_count() or 1)
         self.total_memory = parse_size(extra.get("memory")) or psutil.virtual_memory().total
         self.allocator = GpuAllocator(discover_gpus())
@@ -87,6 +90,8 @@ class LocalBackend(Backend):
             log_path=self.logs_dir / f"{job_id}.log",
         )
         self._write_state(job, "queued")
+        if self._use_fork_server and self._fork_server is None:
+            self._fork_server = ForkServer()  # started once, at the first step of the run
         self._queued.append(job)
         self._start_queued()
         return handle
@@ -159,7 +164,10 @@ class LocalBackend(Backend):
         return list(getattr(self.allocator, "devices", []))
 
     def close(self) -> None:
-        """Leave running steps alone: they belong to the run, not to this process."""
+        """Stop the fork server; running steps are left alone (they belong to the run)."""
+        if self._fork_server is not None:
+            self._fork_server.close()
+            self._fork_server = None
 
     # --- scheduling ----------------------------------------------------------------------
 
@@ -199,7 +207,14 @@ class LocalBackend(Backend):
         if self.store.endpoint_url:
             command += ["--endpoint-url", self.store.endpoint_url]
         self._write_state(job, "starting")
-        job.process = start_process(command, environment=environment, log_path=job.log_path)
+        server = self._fork_server
+        if server is not None and server.wait_ready():
+            pid = server.start(job.job_id, command[3:], environment, job.log_path)
+            job.process = StepProcess(
+                pid=pid, create_time=server.create_time(pid), fork_server=server
+            )
+        else:
+            job.process = start_process(command, environment=environment, log_path=job.log_path)
         self._running[job.job_id] = job
         self._write_state(job, "running")
 
@@ -213,7 +228,7 @@ class LocalBackend(Backend):
                 status = JobStatus(state=JobState.CANCELLED, reason="cancelled")
             elif code == 0:
                 status = JobStatus(state=JobState.SUCCEEDED, exit_code=0)
-            elif code == -1 and job.process.popen is None:
+            elif code == -1 and job.process.adopted:
                 # Adopted after a restart: the result document says how it ended.
                 status = JobStatus(state=JobState.SUCCEEDED, reason="ended while detached")
             elif code < 0:

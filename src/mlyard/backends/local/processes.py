@@ -10,8 +10,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from mlyard.backends.local.fork_server import ForkServer
 
 #: How long a cancelled step gets to exit after SIGTERM before SIGKILL.
 TERMINATE_GRACE_SECONDS = 5.0
@@ -24,6 +28,12 @@ class StepProcess:
     pid: int
     create_time: float
     popen: subprocess.Popen[bytes] | None = None
+    fork_server: ForkServer | None = None
+
+    @property
+    def adopted(self) -> bool:
+        """Started by an earlier orchestrator: its exit status is unknown."""
+        return self.popen is None and (self.fork_server is None or not self.fork_server.alive)
 
     def exit_code(self) -> int | None:
         """The exit status once the process ended (negative: killed by that signal); else None.
@@ -33,6 +43,8 @@ class StepProcess:
         """
         if self.popen is not None:
             return self.popen.poll()
+        if self.fork_server is not None and self.fork_server.alive:
+            return self.fork_server.exit_code(self.pid)
         return None if is_alive(self.pid, self.create_time) else -1
 
 

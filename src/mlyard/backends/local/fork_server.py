@@ -1,0 +1,103 @@
+"""The orchestrator's side of the fork server (see ``zygote.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+#: How long to wait for the fork server to import its modules before falling back.
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+class ForkServer:
+    """Forks step processes from a pre-imported interpreter; thread-safe."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "mlyard.backends.local.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._pids: dict[str, int] = {}
+        self._forked = threading.Condition()
+        self._exits: dict[int, int] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True, name="mlyard-fork-server")
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> bool:
+        return self._ready.wait(timeout) and self.alive
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for raw in self._process.stdout:
+            message = json.loads(raw)
+            with self._forked:
+                if "ready" in message:
+                    self._ready.set()
+                elif "job" in message:
+                    self._pids[message["job"]] = message["pid"]
+                else:
+                    self._exits[message["pid"]] = message["exit"]
+                self._forked.notify_all()
+        with self._forked:
+            self._forked.notify_all()
+
+    def start(
+        self, job_id: str, argv: Sequence[str], environment: Mapping[str, str], log_path: Path
+    ) -> int:
+        """Fork a step process and return its pid."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        request = {
+            "job": job_id,
+            "argv": list(argv),
+            "env": dict(environment),
+            "log": str(log_path),
+            "cwd": os.getcwd(),
+        }
+        assert self._process.stdin is not None
+        with self._lock:
+            self._process.stdin.write((json.dumps(request) + "\n").encode())
+            self._process.stdin.flush()
+        with self._forked:
+            while job_id not in self._pids:
+                if not self.alive:
+                    raise RuntimeError("the fork server ended")
+                self._forked.wait(1.0)
+            return self._pids.pop(job_id)
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._forked:
+            return self._exits.get(pid)
+
+    def create_time(self, pid: int) -> float:
+        try:
+            return float(psutil.Process(pid).create_time())
+        except psutil.Error:
+            return 0.0
+
+    def close(self) -> None:
+        """End the server; step processes it forked keep running."""
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()

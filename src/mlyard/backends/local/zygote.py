@@ -1,0 +1,122 @@
+"""A fork server for step processes: ``python -m mlyard.backends.local.zygote``.
+
+Starting a fresh interpreter and importing mlyard, pydantic, numpy and fsspec costs a few hundred
+milliseconds per step. This process imports them once and forks a child per step instead, so a
+trivial step costs milliseconds. It stays single-threaded (forking is safe) and never imports
+CUDA libraries (a child may initialise CUDA after the fork; the parent must not have).
+
+Protocol, JSON lines: on stdin ``{"job": id, "argv": [...], "env": {...}, "log": path,
+"cwd": dir}``; on stdout ``{"job": id, "pid": n}`` once forked and ``{"pid": n, "exit": code}``
+when a child ends (negative: killed by that signal). EOF on stdin ends the server; its children
+live on (each in its own session) for a restarted orchestrator to re-attach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+from typing import Any
+
+#: Imported before any fork, so children start with them loaded.
+PRELOADED = (
+    "mlyard.runtime.execute",
+    "mlyard.artifacts.materializers",
+    "mlyard.artifacts.store",
+    "numpy",
+)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOADED:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # optional pieces: the child imports what it needs
+            pass
+
+
+def _child(request: dict[str, Any]) -> None:
+    """In the forked child: become a step process and run the runtime; never returns."""
+    code = 2
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        os.close(null_fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        sys.argv = ["python -m mlyard.runtime", *request["argv"]]
+        from mlyard.runtime.__main__ import main
+
+        code = main(request["argv"])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # report, then exit with a failure code: never return to the server
+        import traceback
+
+        traceback.print_exc()
+        code = 2
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _reap(out: Any) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        out.write(json.dumps({"pid": pid, "exit": code}) + "\n")
+        out.flush()
+
+
+def serve() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's business
+    _preload()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the protocol
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    buffer = b""
+    stdin = sys.stdin.fileno()
+    while True:
+        readable, _, _ = select.select([stdin], [], [], 0.005)
+        _reap(out)
+        if not readable:
+            continue
+        chunk = os.read(stdin, 65536)
+        if not chunk:
+            return
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                out.close()
+                _child(request)
+            out.write(json.dumps({"job": request["job"], "pid": pid}) + "\n")
+            out.flush()
+
+
+if __name__ == "__main__":
+    serve()
