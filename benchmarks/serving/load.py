@@ -114,5 +114,5 @@ def run_load(
     seconds: float,
     warmup_seconds: float = 2.0,
 ) -> LoadResult:
-    """Send ``body`` to ``path`` from ``concurrency`` connections for ``seconds`` (after warm-up)."""
+    """Send ``body`` to ``path`` over ``concurrency`` connections for ``seconds`` after warm-up."""
     return asyncio.run(_run(host, port, path, body, concurrency, seconds, warmup_seconds))

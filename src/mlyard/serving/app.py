@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
-from starlette.routing import Match
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlyard.serving.auth import BearerTokenMiddleware
@@ -41,6 +41,8 @@ _Body = TypeVar("_Body", InferenceRequest, PredictRequest)
 
 SERVER_NAME = "mlyard"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# Distinct request paths remembered with their route template (paths repeat: few models).
+_ROUTE_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,33 @@ class AppOptions:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     token: str | None = None
+    #: Set when this app is one of several replicas: ready means every replica is ready.
+    replica_group: ReplicaGroup | None = None
+
+
+class ReplicaGroup(Protocol):
+    """Readiness shared by the replicas of one server."""
+
+    def mark_ready(self) -> None:
+        """Record that this replica finished warming up."""
+
+    def all_ready(self) -> bool:
+        """Whether every replica finished warming up."""
 
 
 class _Readiness:
-    def __init__(self) -> None:
+    def __init__(self, group: ReplicaGroup | None) -> None:
         self.ready = False
         self.problem: str | None = "warming up"
+        self.group = group
+
+    def mark_ready(self) -> None:
+        self.ready, self.problem = True, None
+        if self.group is not None:
+            self.group.mark_ready()
+
+    def server_ready(self) -> bool:
+        return self.ready and (self.group is None or self.group.all_ready())
 
 
 class HttpError(Exception):
@@ -71,7 +94,7 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
     """The ASGI app serving ``model``; run it with uvicorn."""
     metrics = ServerMetrics(model.name)
     batcher = DynamicBatcher(model.predict, options.batching, observer=metrics)
-    readiness = _Readiness()
+    readiness = _Readiness(options.replica_group)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +127,8 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
 
     @api.get("/v2/health/ready")
     async def server_ready() -> Response:
+        if readiness.ready and not readiness.server_ready():
+            return _json({"ready": False, "error": "other replicas are still warming up"}, 503)
         return _readiness_response(readiness)
 
     @api.get("/v2")
@@ -130,10 +155,11 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
         _check_model(model, name, version)
         return _readiness_response(readiness)
 
-    @api.post("/v2/models/{name}/infer")
-    @api.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        _check_model(model, name, version)
+    # The two hot routes are plain Starlette routes: they parse the raw body themselves, so
+    # FastAPI's per-request dependency solving would only add latency.
+    async def infer(request: Request) -> Response:
+        name = request.path_params["name"]
+        _check_model(model, name, request.path_params.get("version"))
         _check_ready(readiness)
         body = _parse(InferenceRequest, await request.body())
         outputs = await batcher.submit(v2_request_to_arrays(model, body))
@@ -147,12 +173,19 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
             response["id"] = body.id
         return _json(response)
 
-    @api.post("/predict")
     async def predict(request: Request) -> Response:
         _check_ready(readiness)
         body = _parse(PredictRequest, await request.body())
         outputs = await batcher.submit(predict_request_to_arrays(model, body))
         return _json({"predictions": arrays_to_predictions(outputs)})
+
+    # First in the route table: the router tries routes in order, and these are the busy ones.
+    hot_routes = [
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/predict", predict, methods=["POST"]),
+    ]
+    api.router.routes[:0] = hot_routes
 
     @api.get("/metrics")
     async def scrape() -> Response:
@@ -172,6 +205,7 @@ class RequestMetricsMiddleware:
         self.app = app
         self._api = api
         self._metrics = metrics
+        self._templates: dict[tuple[str, str], str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -197,11 +231,19 @@ class RequestMetricsMiddleware:
         route = scope.get("route")
         if route is not None and hasattr(route, "path"):
             return str(route.path)
+        key = (scope["method"], scope["path"])
+        cached = self._templates.get(key)
+        if cached is not None:
+            return cached
+        template = "unmatched"
         for candidate in self._api.router.routes:
             match, _ = candidate.matches({**scope, "type": "http"})
             if match == Match.FULL and hasattr(candidate, "path"):
-                return str(candidate.path)
-        return "unmatched"
+                template = str(candidate.path)
+                break
+        if len(self._templates) < _ROUTE_CACHE_SIZE:
+            self._templates[key] = template
+        return template
 
 
 async def _warm_up(
@@ -214,7 +256,7 @@ async def _warm_up(
             readiness.problem = f"warm-up failed: {exc}"
             logger.error("model %s: %s", model.name, readiness.problem)
             return
-    readiness.ready, readiness.problem = True, None
+    readiness.mark_ready()
     metrics.ready.labels(model.name).set(1)
     logger.info("model %s version %s is ready", model.name, model.version)
 

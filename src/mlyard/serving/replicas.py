@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -40,6 +42,22 @@ REPLICA_SPEC_VARIABLE = "MLYARD_SERVE_REPLICA_SPEC"
 DRAIN_TIMEOUT_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class SharedReadiness:
+    """Replicas' readiness as files in a directory the supervisor made: one per ready replica."""
+
+    directory: Path
+    expected: int
+
+    def mark_ready(self) -> None:
+        """Record that this replica is ready."""
+        (self.directory / str(os.getpid())).touch()
+
+    def all_ready(self) -> bool:
+        """Whether every replica has recorded that it is ready."""
+        return sum(1 for _ in self.directory.iterdir()) >= self.expected
+
+
 class ReplicaSpec(BaseModel):
     """Everything one replica needs, passed from the CLI or the supervisor."""
 
@@ -56,6 +74,10 @@ class ReplicaSpec(BaseModel):
     token: str | None = None
     device: str = "cpu"
     log_level: str = "warning"
+    readiness_directory: str | None = Field(
+        default=None, description="Where replicas record readiness; None for a lone server."
+    )
+    replica_count: int = Field(default=1, ge=1)
 
 
 def serve(spec: ReplicaSpec, *, workers: int, gpus: float) -> int:
@@ -149,6 +171,11 @@ def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
         batching=BatchingConfig(spec.max_batch_size, spec.max_queue_delay_ms),
         max_request_bytes=spec.max_request_bytes,
         token=spec.token,
+        replica_group=(
+            SharedReadiness(Path(spec.readiness_directory), spec.replica_count)
+            if spec.readiness_directory
+            else None
+        ),
     )
     config = uvicorn.Config(
         create_app(model, options),
@@ -187,7 +214,16 @@ def _supervise(spec: ReplicaSpec, environments: list[dict[str, str]], gpus: floa
     reservation = bind_socket(spec.host, spec.port, reuse_port=True)
     port = reservation.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="mlyard-serve-metrics-")
-    replica_spec = spec.model_copy(update={"port": port, "device": "cuda" if gpus > 0 else "cpu"})
+    readiness_directory = Path(metrics_dir) / "ready"
+    readiness_directory.mkdir()
+    replica_spec = spec.model_copy(
+        update={
+            "port": port,
+            "device": "cuda" if gpus > 0 else "cpu",
+            "readiness_directory": str(readiness_directory),
+            "replica_count": len(environments),
+        }
+    )
     children = []
     for environment in environments:
         env = {

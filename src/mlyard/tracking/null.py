@@ -1,0 +1,38 @@
+"""The tracker used when tracking is off (``tracking.uri = "none"``): records nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mlyard.models.tasks import LoggedModel, MetricRecord, Usage
+
+
+class NullTracker:
+    def check_reachable(self) -> None:
+        return None
+
+    def start_pipeline_run(self, run_id: str, pipeline_name: str, params: Mapping[str, Any]) -> str:
+        return f"null-{run_id}"
+
+    def start_step_run(self, parent_run_id: str, step_name: str, attempt_id: str) -> str:
+        return f"null-{uuid.uuid4().hex[:8]}"
+
+    def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
+        return None
+
+    def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
+        return None
+
+    def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
+        return None
+
+    def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
+        return "none"
+
+    def end_run(self, mlflow_run_id: str, status: str) -> None:
+        return None
+
+    def run_url(self, mlflow_run_id: str) -> str | None:
+        return None
