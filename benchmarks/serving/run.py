@@ -242,7 +242,7 @@ def main() -> None:
             "MLYARD_TRACKING__URI": uri,
             "MLYARD_HOME": str(store / "home"),
         }
-        rows = []
+        rows: list[tuple[str, LoadResult]] = []
         for index in range(len(contenders(row, 0, sys.executable))):
             # A fresh port each time: a server that is still exiting must not answer for the next.
             port = free_port()

@@ -9,10 +9,14 @@ load → split → train → evaluate (a quality gate: accuracy, precision and r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from mlyard import Resources, log_metrics, log_model, log_params, pipeline, step
+
+if TYPE_CHECKING:  # imported inside the steps: keeps loading this file fast
+    from sklearn.linear_model import LogisticRegression
 
 
 class QualityGateError(Exception):
@@ -42,6 +46,8 @@ def split(
 
 @step(resources=Resources(cpus=1, memory="1GB"), retries=1)
 def train(x_train: np.ndarray, y_train: np.ndarray, c: float) -> LogisticRegression:
+    from sklearn.linear_model import LogisticRegression
+
     log_params({"model": "LogisticRegression", "C": c})
     model = LogisticRegression(C=c, max_iter=500)
     model.fit(x_train, y_train)

@@ -131,6 +131,14 @@ class Backend(ABC):
             )
         self._check_resources(resources)
 
+    def wait_for_change(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when a job may have changed state.
+
+        The default just sleeps; a backend that learns of job ends (e.g. a child exiting)
+        returns at once, so the orchestrator reacts without polling faster.
+        """
+        time.sleep(timeout)
+
     def capacity(self) -> Capacity:
         """How much the orchestrator may run at once on this backend."""
         return Capacity()

@@ -75,7 +75,6 @@ class Orchestrator:
             finished_at=None,
             error=None,
         )
-        self.tracking.start_run(self.run)
         try:
             self._loop()
         except KeyboardInterrupt:
@@ -119,7 +118,7 @@ class Orchestrator:
                 interval = fastest
             else:
                 interval = min(slowest, interval * 1.5)
-            time.sleep(interval)
+            self.backend.wait_for_change(interval)
 
     def _notify(self) -> None:
         if self.observer is not None:

@@ -52,6 +52,8 @@ class StepTracking:
         self.warnings.append(message)
 
     def start_run(self, run: RunRow) -> None:
+        """Create the MLflow parent run; done at the first executed step, so a run whose
+        steps were all cached costs no MLflow start-up (it logged nothing new)."""
         if run.mlflow_run_id is not None:
             return
         try:
@@ -64,7 +66,10 @@ class StepTracking:
 
     def record_step(self, run: RunRow, record: StepRecord, outcome: AttemptOutcome) -> None:
         attempt = record.current_attempt
-        if run.mlflow_run_id is None or attempt is None or attempt.tracked:
+        if attempt is None or attempt.tracked:
+            return
+        self.start_run(run)
+        if run.mlflow_run_id is None:
             return
         result = outcome.result
         try:

@@ -7,7 +7,9 @@ track stay fast. All MLflow and connection errors become ``TrackingError`` here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import time
 import urllib.error
 import urllib.request
@@ -58,7 +60,12 @@ class MlflowTracker:
 
     @functools.cached_property
     def _client(self) -> Any:
+        import logging
+
         from mlflow.tracking import MlflowClient
+
+        # MLflow reports migrations and registrations at INFO on stderr; mlyard summarises.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
@@ -150,7 +157,8 @@ class MlflowTracker:
         import mlflow
 
         flavor_module, requirements = _flavor(model.flavor, model_object)
-        with self._fluent_run(mlflow_run_id):
+        # The registry prints "Created version ..." to stderr; mlyard reports it in its summary.
+        with self._fluent_run(mlflow_run_id), contextlib.redirect_stderr(io.StringIO()):
             info = flavor_module.log_model(
                 model_object,
                 name=_safe_name(model.name),

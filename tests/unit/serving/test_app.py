@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ with warnings.catch_warnings():
 
 from mlyard.serving.app import AppOptions, create_app
 from mlyard.serving.model_loading import ServableModel
+from mlyard.serving.replicas import SharedReadiness
 from mlyard.serving.tensors import TensorSpec
 
 TOKEN = "unit-test-token"
@@ -139,3 +141,17 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
     assert 'mlyard_serving_errors_total{kind="client",route="/predict"} 1.0' in text
     assert 'mlyard_serving_batch_size_count{model="adder"}' in text
     assert 'mlyard_serving_ready{model="adder"} 1.0' in text
+
+
+def test_ready_waits_for_every_replica(tmp_path: Path) -> None:
+    group = SharedReadiness(tmp_path, expected=2)
+    with TestClient(create_app(MODEL, AppOptions(replica_group=group))) as client:
+        deadline = time.monotonic() + 5
+        while not any(tmp_path.iterdir()):  # this replica records itself once warmed up
+            assert time.monotonic() < deadline, "the replica never recorded readiness"
+            time.sleep(0.01)
+        response = client.get("/v2/health/ready")
+        assert response.status_code == 503
+        assert "other replicas" in response.json()["error"]
+        (tmp_path / "another-replica").touch()
+        assert client.get("/v2/health/ready").status_code == 200

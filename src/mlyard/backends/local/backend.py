@@ -154,6 +154,14 @@ class LocalBackend(Backend):
             )
         self.allocator.check_satisfiable(resources)
 
+    def wait_for_change(self, timeout: float) -> None:
+        server = self._fork_server
+        if server is None or not server.alive:
+            time.sleep(timeout)
+            return
+        if server.child_ended.wait(timeout):
+            server.child_ended.clear()
+
     def capacity(self) -> Capacity:
         return Capacity(
             cpus=self.total_cpus, memory_bytes=self.total_memory, gpus=len(self.allocator_devices)

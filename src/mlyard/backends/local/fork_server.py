@@ -35,6 +35,8 @@ class ForkServer:
         self._pids: dict[str, int] = {}
         self._forked = threading.Condition()
         self._exits: dict[int, int] = {}
+        #: Set whenever a child ends; the backend waits on it between status polls.
+        self.child_ended = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True, name="mlyard-fork-server")
         self._reader.start()
 
@@ -56,6 +58,7 @@ class ForkServer:
                     self._pids[message["job"]] = message["pid"]
                 else:
                     self._exits[message["pid"]] = message["exit"]
+                    self.child_ended.set()
                 self._forked.notify_all()
         with self._forked:
             self._forked.notify_all()

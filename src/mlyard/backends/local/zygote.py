@@ -22,6 +22,10 @@ from typing import Any
 
 #: Imported before any fork, so children start with them loaded.
 PRELOADED = (
+    "argparse",
+    "fsspec",
+    "fsspec.implementations.local",
+    "mlyard.runtime.__main__",
     "mlyard.runtime.execute",
     "mlyard.artifacts.materializers",
     "mlyard.artifacts.store",

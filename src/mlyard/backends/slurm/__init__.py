@@ -1,1 +1,1 @@
-"""The SLURM backend: steps as batch jobs on an HPC cluster, reached over SSH or on the login node."""
+"""The SLURM backend: steps as batch jobs on an HPC cluster, over SSH or on the login node."""

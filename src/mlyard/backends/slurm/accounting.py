@@ -96,7 +96,9 @@ def parse_scontrol_records(output: str) -> dict[str, JobAccounting]:
             exit_code=exit_code,
             signal=signal,
             time_limit_seconds=parse_duration(fields.get("TimeLimit")),
-            memory_bytes=parse_memory(fields.get("MinMemoryNode")) or tres.get("mem"),
+            memory_bytes=parse_memory(fields.get("MinMemoryNode"))
+            or int(tres.get("mem", 0))
+            or None,
         )
         records[job_id] = JobAccounting(
             facts=facts,
@@ -138,7 +140,7 @@ def parse_sacct(output: str) -> dict[str, JobAccounting]:
             exit_code=exit_code,
             signal=signal,
             time_limit_seconds=float(limit_minutes) * 60 if limit_minutes.isdigit() else None,
-            memory_bytes=parse_memory(row["ReqMem"]) or tres.get("mem"),
+            memory_bytes=parse_memory(row["ReqMem"]) or int(tres.get("mem", 0)) or None,
         )
         records[job_id] = JobAccounting(
             facts=facts,

@@ -106,10 +106,6 @@ class SlurmProfile(BaseModel):
             raise ValueError("data_route = 'sftp' needs SSH; with login_node_local use 's3'")
         return self
 
-    @property
-    def ssh_user(self) -> str | None:
-        return self.user
-
 
 def load_slurm_profile(name: str, profile: BackendProfile) -> SlurmProfile:
     """Validate a profile's extra fields; ``ConfigError`` naming the field that is wrong."""

@@ -13,8 +13,7 @@ import asyncio
 import shlex
 import subprocess
 import threading
-import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -131,8 +130,7 @@ class SshShell:
         if self._loop.is_closed():
             return
         if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+            asyncio.run_coroutine_threadsafe(self._disconnect(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -145,7 +143,9 @@ class SshShell:
             raise BackendError(f"The SSH connection of backend {self._name!r} was closed.")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    async def _with_retry(self, action: Any) -> Any:
+    async def _with_retry(
+        self, action: Callable[[asyncssh.SSHClientConnection], Awaitable[T]]
+    ) -> T:
         """Run ``action(connection)``; when the connection dropped, reconnect with backoff."""
         import asyncssh
 
@@ -167,6 +167,16 @@ class SshShell:
             f"{last_error}",
             hint="Check that the login node is up and reachable, then retry.",
         )
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if self._sftp is not None:
+            self._sftp.exit()
+            await self._sftp.wait_closed()
+            self._sftp = None
+        if connection is not None:
+            connection.close()
+            await connection.wait_closed()
 
     async def _drop(self, connection: asyncssh.SSHClientConnection) -> None:
         async with self._lock:
@@ -220,7 +230,7 @@ class SshShell:
                 hint="Check user and identity_file in the backend profile (or load the key "
                 "into ssh-agent), and that the public key is in the cluster's authorized_keys.",
             ) from exc
-        except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise BackendError(
                 f"Cannot reach the login node {target}: {exc}.",
                 hint="Check host and port in the backend profile and your network (VPN?).",
@@ -292,13 +302,3 @@ def quote(value: str) -> str:
     if value.startswith("~/"):
         return '"$HOME"/' + shlex.quote(value[2:])
     return shlex.quote(value)
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``predicate()`` until true or ``timeout`` seconds passed (for tests and tools)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

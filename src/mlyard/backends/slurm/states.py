@@ -63,9 +63,7 @@ def map_state(facts: SlurmJobFacts) -> MappedState:
         return MappedState(JobState.CANCELLED, "cancelled (scancel)")
     if state == "TIMEOUT":
         limit = (
-            f" of {format_time_limit(facts.time_limit_seconds)}"
-            if facts.time_limit_seconds
-            else ""
+            f" of {format_time_limit(facts.time_limit_seconds)}" if facts.time_limit_seconds else ""
         )
         return MappedState(
             JobState.FAILED,
