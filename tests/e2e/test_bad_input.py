@@ -68,7 +68,7 @@ def test_unstorable_output(tmp_path: Path) -> None:
         "@pipeline\n"
         "def unstorable() -> None:\n    lock()\n"
     )
-    output = _fails_cleanly("run", str(path), expected="no materializer", code=1)
+    output = _fails_cleanly("run", str(path), expected="No materializer could store", code=1)
     assert "lock" in output.lower()
 
 
