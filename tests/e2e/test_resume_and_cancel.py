@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mlyard.backends.local.processes import step_processes
 from tests.e2e.cli import PROJECTS, mlyard, mlyard_json, runs_of, spawn
 
 pytestmark = pytest.mark.e2e
@@ -23,23 +24,19 @@ def _wait_for_step_state(step: str, state: str, timeout: float = 60) -> str:
             view = mlyard_json("runs", "show", runs[0]["id"])
             if any(s["name"] == step and s["state"] == state for s in view["steps"]):
                 return str(view["id"])
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise AssertionError(f"step {step} never reached {state}")
 
 
 def _step_processes() -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if "mlyard.runtime" in (process.info.get("cmdline") or []):
-            found.append(process)
-    return found
+    return step_processes()
 
 
 def test_sigkilled_run_is_resumed_with_every_step_executed_once(tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
     orchestrator = spawn("run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}",
-                         "-p", "seconds=4")
+                         "-p", "seconds=8")
     run_id = _wait_for_step_state("slow", "RUNNING")
     orchestrator.send_signal(signal.SIGKILL)
     orchestrator.wait(timeout=10)
@@ -49,7 +46,7 @@ def test_sigkilled_run_is_resumed_with_every_step_executed_once(tmp_path: Path) 
     view = mlyard_json("runs", "show", run_id)
     assert view["state"] == "SUCCEEDED"
     assert [runs_of(markers, s) for s in ("first", "slow", "last")] == [1, 1, 1]
-    assert view["metrics"]["slow.slept"] == 4
+    assert view["metrics"]["slow.slept"] == 8
 
 
 def test_resume_after_a_failure_does_not_rerun_succeeded_steps(tmp_path: Path) -> None:

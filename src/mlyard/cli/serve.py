@@ -14,22 +14,26 @@ from mlyard.cli.output import err_console
 SERVE_HELP = (
     "Serve a registered model over HTTP: the Open Inference Protocol v2 (KServe/Triton "
     "clients), a plain JSON POST /predict, and Prometheus /metrics.\n\n"
-    "MODEL is models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.\n\n"
+    "MODEL is models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME (its latest version) or "
+    "runs:/RUN_ID/PATH.\n\n"
     "Concurrent requests are batched into one model call (--max-batch-size, "
     "--max-queue-delay-ms). SIGTERM drains: in-flight requests finish, then the server "
     "exits 0.\n\n"
     "Security: the server binds 127.0.0.1 unless --host says otherwise; any other address "
     "needs a token (--token-file or MLYARD_SERVE_TOKEN) that clients send as "
-    "'Authorization: Bearer TOKEN'. sklearn and PyTorch models are stored as pickles, and "
-    "loading a pickle runs code from it: the server loads only the model you name here, so "
-    "serve only models you trust."
+    "'Authorization: Bearer TOKEN'. Models stored as pickles (PyTorch models, sklearn models "
+    "logged with pickle or cloudpickle) run code from the file when they are loaded: the "
+    "server loads one only because you named it here, so serve only models you trust."
 )
 
 
 @handle_errors
 def serve_command(
     model: Annotated[
-        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.")
+        str,
+        typer.Argument(
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME or runs:/ID/PATH."
+        ),
     ],
     host: Annotated[
         str,
@@ -62,25 +66,24 @@ def serve_command(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn and mlyard log level.")] = "warning",
 ) -> None:
+    from mlyard.errors import ConfigError
+    from mlyard.services.models import resolve_model_uri
     from mlyard.serving.auth import resolve_token
-    from mlyard.serving.model_reference import (
-        check_reference_syntax,
-        resolve_model,
-        tracking_uri_of,
-    )
     from mlyard.serving.replicas import ReplicaSpec, serve
     from mlyard.settings import load_settings
 
-    check_reference_syntax(model)
     token = resolve_token(host, token_file, dict(os.environ))
     settings = load_settings()
-    resolved = resolve_model(settings, model)
+    resolved = resolve_model_uri(settings, model)
+    tracking_uri = settings.tracking_uri
+    if tracking_uri is None:  # resolve_model_uri already refused this; keeps the type exact
+        raise ConfigError("Tracking is disabled, so there is no model registry to serve from.")
     spec = ReplicaSpec(
         model_name=resolved.name,
         model_version=resolved.version,
         model_uri=resolved.uri,
         model_flavor=resolved.flavor,
-        tracking_uri=tracking_uri_of(settings),
+        tracking_uri=tracking_uri,
         host=host,
         port=port,
         max_batch_size=max_batch_size,

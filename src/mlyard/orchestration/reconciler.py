@@ -22,7 +22,7 @@ from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, StepState
 from mlyard.orchestration.attempts import AttemptLauncher, AttemptOutcome, read_outcome
 from mlyard.orchestration.run_state import StepRecord, write_through
-from mlyard.orchestration.step_tracking import StepTracking
+from mlyard.orchestration.step_tracking import StepTracking, TrackingQueue
 from mlyard.store.repository import MetadataStore, RunRow, utcnow
 from mlyard.tracking.base import Tracker
 
@@ -63,6 +63,7 @@ class Orchestrator:
         """Run (or continue) ``run_id`` until every step is terminal; Ctrl-C cancels it."""
         self._load(run_id)
         self.tracking = StepTracking(self.tracker, self.metadata, self.artifacts, self.warnings)
+        self.tracking_queue = TrackingQueue()
         self.launcher = AttemptLauncher(self.metadata, self.artifacts, self.backend, self.run)
         write_through(
             self.metadata,
@@ -75,12 +76,32 @@ class Orchestrator:
             finished_at=None,
             error=None,
         )
+        self._replay_untracked()
         try:
             self._loop()
         except KeyboardInterrupt:
             self._cancel_everything("interrupted (Ctrl-C)")
             raise
+        finally:
+            self.tracking_queue.close()
         return self.run
+
+    def _replay_untracked(self) -> None:
+        """Steps that ended while MLflow was not yet told (a killed orchestrator): tell it now."""
+        for record in self.steps.values():
+            attempt = record.current_attempt
+            if (
+                record.state in (StepState.SUCCEEDED, StepState.FAILED)
+                and attempt is not None
+                and not attempt.tracked
+            ):
+                status = JobStatus(state=JobState.SUCCEEDED)
+                outcome = read_outcome(self.artifacts, attempt, status)
+                self._track(record, outcome)
+
+    def _track(self, record: StepRecord, outcome: AttemptOutcome) -> None:
+        run = self.run
+        self.tracking_queue.submit(lambda: self.tracking.record_step(run, record, outcome))
 
     def _load(self, run_id: str) -> None:
         self.run = self.metadata.get_run(run_id)
@@ -210,7 +231,7 @@ class Orchestrator:
         assert attempt is not None
         if outcome.succeeded:
             self.launcher.record_success(record, outcome)
-            self.tracking.record_step(self.run, record, outcome)
+            self._track(record, outcome)
             return
         if outcome.cancelled:
             self.launcher.record_failure(record, outcome, StepState.CANCELLED)
@@ -231,7 +252,7 @@ class Orchestrator:
             self.launcher.record_retry(record, outcome, failures=row.failures + 1, delay=delay)
         else:
             self.launcher.record_failure(record, outcome, StepState.FAILED)
-            self.tracking.record_step(self.run, record, outcome)
+            self._track(record, outcome)
 
     # --- scheduling ----------------------------------------------------------------------
 
@@ -282,6 +303,7 @@ class Orchestrator:
         failed = [r for r in self.steps.values() if r.state == StepState.FAILED]
         if failed:
             error = f"Step {failed[0].node.name!r} failed: {failed[0].row.error}"
+        self.tracking_queue.drain()
         write_through(
             self.metadata, self.run, state=final.value, finished_at=utcnow(), error=error
         )
@@ -320,6 +342,7 @@ class Orchestrator:
                 finished_at=utcnow(),
                 error=f"Run {reason}.",
             )
+            self.tracking_queue.drain()
             self.tracking.finish_run(self.run, RunState.CANCELLED)
             self._notify()
         finally:

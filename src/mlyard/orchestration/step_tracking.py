@@ -8,6 +8,9 @@ failed run: the metrics stay in the metadata store.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mlyard.artifacts.materializers import load_value
@@ -118,3 +121,36 @@ class StepTracking:
             self.tracker.end_run(run.mlflow_run_id, _MLFLOW_STATUS.get(state, "FAILED"))
         except MlyardError as error:
             self._warn("Could not close the MLflow run", error)
+
+
+class TrackingQueue:
+    """Runs tracker calls on one background thread, in order, so that a slow MLflow (its
+    first use alone takes seconds) never holds up scheduling."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="mlyard-tracking", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                job()
+            except Exception:  # a tracking failure must never stop the run
+                logger.exception("tracking failed")
+            finally:
+                self._queue.task_done()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._queue.put(job)
+
+    def drain(self) -> None:
+        """Wait until every submitted call ran."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)

@@ -12,6 +12,7 @@ import sys
 from mlyard.artifacts.store import ArtifactStore, read_uri
 from mlyard.errors import MlyardError
 from mlyard.models.tasks import TaskSpec
+from mlyard.runtime.announce import announce_process
 from mlyard.runtime.execute import run_task
 
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task_uri", help="URI of the task document (task.json).")
     parser.add_argument("--endpoint-url", default=None, help="S3 endpoint of the store.")
     args = parser.parse_args(argv)
+    announce_process()
     try:
         spec = TaskSpec.model_validate_json(read_uri(args.task_uri, endpoint_url=args.endpoint_url))
         store = ArtifactStore(spec.artifact_store, endpoint_url=args.endpoint_url)

@@ -8,7 +8,7 @@ multiprocess mode), so a scrape that lands on one replica still sees the whole s
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -73,22 +73,38 @@ class ServerMetrics:
             registry=self.registry,
             multiprocess_mode="livemin",
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._batch_rows = self.batch_rows.labels(model_name)
+        self._batch_requests = self.batch_requests.labels(model_name)
+        self._queue_depth = self.queue_depth.labels(model_name)
 
     def observe_batch(self, rows: int, requests: int) -> None:
         """Record one model call of ``rows`` rows merged from ``requests`` requests."""
-        self.batch_rows.labels(self.model_name).observe(rows)
-        self.batch_requests.labels(self.model_name).observe(requests)
+        self._batch_rows.observe(rows)
+        self._batch_requests.observe(requests)
 
     def set_queue_depth(self, depth: int) -> None:
         """Record how many requests wait for the model now."""
-        self.queue_depth.labels(self.model_name).set(depth)
+        self._queue_depth.set(depth)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
-        if status >= 400:
-            self.errors.labels(route, "client" if status < 500 else "server").inc()
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() costs a lock and a dict lookup; do it once per series
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+                self.errors.labels(route, "client" if status < 500 else "server")
+                if status >= 400
+                else None,
+            )
+            self._request_children[key] = children
+        requests, latency, errors = children
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text to answer a scrape with, and its content type."""

@@ -3,8 +3,9 @@
 Every flavour goes through ``mlflow.pyfunc`` except PyTorch, which is loaded natively so a batch
 goes straight to ``module(tensor)`` under ``torch.inference_mode()`` on the leased device, without
 pandas conversions. The model's signature becomes the v2 input/output metadata and the source of
-the warm-up input. Note that sklearn and pytorch models are pickles: loading one runs its code, so
-the server only loads the model the user named on the command line.
+the warm-up input. PyTorch models and sklearn models logged with pickle/cloudpickle are pickles:
+loading one runs code from it, so the server loads only the model the user named on the command
+line (the CLI help says so).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mlyard.errors import ArtifactError
-from mlyard.serving.model_reference import ResolvedModel
+from mlyard.models.registry import ResolvedModel
 from mlyard.serving.tensors import TensorSpec, v2_datatype_of
 
 logger = logging.getLogger(__name__)

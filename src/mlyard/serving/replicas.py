@@ -25,15 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
+import uvicorn
 from pydantic import BaseModel, Field
 
 from mlyard.errors import MlyardError, ResourceError
+from mlyard.models.registry import ResolvedModel
 from mlyard.serving.app import DEFAULT_MAX_REQUEST_BYTES, AppOptions, create_app
 from mlyard.serving.batching import BatchingConfig
 from mlyard.serving.metrics import MULTIPROCESS_DIR_VARIABLE
-from mlyard.serving.model_reference import ResolvedModel
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +159,17 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
     """Load the model, serve on ``sock`` until SIGTERM, drain, return 0."""
     import mlflow
-    import uvicorn
 
     from mlyard.serving.model_loading import load_servable_model
 
     mlflow.set_tracking_uri(spec.tracking_uri)
     mlflow.set_registry_uri(spec.tracking_uri)
-    resolved = ResolvedModel(spec.model_name, spec.model_version, spec.model_uri, spec.model_flavor)
+    resolved = ResolvedModel(
+        name=spec.model_name,
+        version=spec.model_version,
+        uri=spec.model_uri,
+        flavor=spec.model_flavor,
+    )
     model = load_servable_model(resolved, device=spec.device)
     options = AppOptions(
         batching=BatchingConfig(spec.max_batch_size, spec.max_queue_delay_ms),
@@ -185,27 +189,21 @@ def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
         lifespan="on",
     )
     sock.listen(2048)
-    _DrainingServer(config).run(sockets=[sock])
+    DrainingServer(config).run(sockets=[sock])
     return 0
 
 
-class _DrainingServer:
-    """uvicorn's server, but SIGTERM ends in exit 0 after the drain instead of re-raising."""
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM ends in exit 0 after the drain.
 
-    def __init__(self, config: Any) -> None:
-        import uvicorn
+    uvicorn already stops listening, lets in-flight requests finish and runs the lifespan
+    shutdown; it then re-raises the signal, which would make a clean drain look like a crash.
+    """
 
-        class Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                super().handle_exit(sig, frame)
-                # uvicorn re-raises captured signals after shutdown; a drain is a clean exit.
-                if sig == signal.SIGTERM:
-                    self._captured_signals.remove(sig)
-
-        self._server = Server(config)
-
-    def run(self, sockets: list[socket.socket]) -> None:
-        self._server.run(sockets=sockets)
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            self._captured_signals.remove(sig)
 
 
 def _supervise(spec: ReplicaSpec, environments: list[dict[str, str]], gpus: float) -> int:

@@ -9,6 +9,8 @@ from mlyard.tracking.null import NullTracker
 
 
 def create_tracker(settings: Settings) -> Tracker:
+    """``NullTracker`` when tracking is off, else an ``MlflowTracker`` on the configured URI
+    and experiment. Imports no MLflow: that happens on the tracker's first call."""
     uri = settings.tracking_uri
     if uri is None:
         return NullTracker()

@@ -1,33 +1,56 @@
 """The MLflow adapter: a pipeline run is a parent run, each step a nested run; models are
 logged with their flavour and registered.
 
-``mlflow`` is imported on first use only (it costs about a second), so commands that do not
-track stay fast. All MLflow and connection errors become ``TrackingError`` here.
+Everything goes through one ``MlflowClient(tracking_uri=uri)``, never MLflow's fluent API, so no
+global tracking URI or "active run" leaks between trackers, runs or threads. ``mlflow`` is
+imported on first use only (about a second), so commands that do not track stay fast. Every
+MLflow and connection error becomes ``TrackingError`` here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mlyard.errors import TrackingError
 from mlyard.models.tasks import LoggedModel, MetricRecord, Usage
+from mlyard.tracking.flavors import save_model_locally
 
 T = TypeVar("T")
-BATCH_SIZE = 1000
+
+#: MLflow's log_batch accepts at most 1000 metrics and 100 params per request.
+METRICS_PER_BATCH = 1000
+PARAMS_PER_BATCH = 100
+#: MLflow refuses longer parameter values.
+MAX_PARAM_VALUE_LENGTH = 6000
 HEALTH_TIMEOUT_SECONDS = 3.0
+ARTIFACTS_DIRECTORY = "mlflow-artifacts"
 FIX_HINT = (
     "Start it, fix tracking.uri in mlyard.toml or MLYARD_TRACKING__URI, or set it to 'none' "
     "to run without tracking."
 )
+#: MLflow error codes that mean the store answered and refused a value (not an outage).
+REFUSAL_CODES = frozenset(
+    {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
+     "INVALID_STATE", "BAD_REQUEST"}
+)  # fmt: skip
+REFUSED_HINT = (
+    "The tracking store refused the request: the message says which value. Metric and param "
+    "names may hold letters, digits, '_', '-', '.', ' ', ':' and '/'; a param cannot change."
+)
+
+#: Tags mlyard writes; the registry service reads them back.
+RUN_ID_TAG = "mlyard.run_id"
+PIPELINE_TAG = "mlyard.pipeline"
+STEP_TAG = "mlyard.step"
+ATTEMPT_TAG = "mlyard.attempt_id"
+FLAVOR_TAG = "mlyard.flavor"
+PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
 def _wrapped(action: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -41,8 +64,11 @@ def _wrapped(action: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
             except TrackingError:
                 raise
             except Exception as exc:
+                reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                refused = getattr(exc, "error_code", None) in REFUSAL_CODES
                 raise TrackingError(
-                    f"MLflow at {self.uri} failed to {action}: {exc}", hint=FIX_HINT
+                    f"MLflow at {self.uri} failed to {action}: {reason}",
+                    hint=REFUSED_HINT if refused else FIX_HINT,
                 ) from exc
 
         return wrapper
@@ -50,8 +76,45 @@ def _wrapped(action: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     return decorate
 
 
+def is_http_uri(uri: str) -> bool:
+    """Whether ``uri`` names an MLflow tracking server (rather than a database or directory)."""
+    return uri.startswith(("http://", "https://"))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else ``None``."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def embedded_artifact_root(uri: str) -> Path | None:
+    """Where a SQLite store keeps artifacts: beside the database, never in the working
+    directory (MLflow's default ``./mlruns`` would scatter artifacts wherever mlyard runs)."""
+    database = sqlite_path(uri)
+    return None if database is None else database.parent / ARTIFACTS_DIRECTORY
+
+
+def mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` for tracking and registry at ``uri`` (imports mlflow on first use)."""
+    import logging
+    import os
+
+    # MLflow 3 sends usage telemetry to its vendor unless told not to; mlyard sends nothing
+    # anywhere the user did not configure (setting the variable to false opts back in).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Against a server, MLflow writes "View run ... at" to *stdout* on every run end, which
+    # would corrupt `--json` output; mlyard prints the run URL in its own summary.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    from mlflow.tracking import MlflowClient
+
+    # MLflow reports migrations and registrations at INFO on stderr; mlyard summarises.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 class MlflowTracker:
-    """Implements ``mlyard.tracking.base.Tracker`` with ``MlflowClient``."""
+    """Implements ``mlyard.tracking.base.Tracker`` with one ``MlflowClient``."""
 
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
@@ -60,17 +123,11 @@ class MlflowTracker:
 
     @functools.cached_property
     def _client(self) -> Any:
-        import logging
-
-        from mlflow.tracking import MlflowClient
-
-        # MLflow reports migrations and registrations at INFO on stderr; mlyard summarises.
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return mlflow_client(self.uri)
 
     def check_reachable(self) -> None:
-        if self.uri.startswith(("http://", "https://")):
+        """Probe ``/health`` of a server (3 s); create a SQLite store's directory."""
+        if is_http_uri(self.uri):
             try:
                 with urllib.request.urlopen(
                     f"{self.uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_SECONDS
@@ -78,64 +135,79 @@ class MlflowTracker:
                     if response.status == 200:
                         return
                     reason = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                reason = f"HTTP {exc.code} {exc.reason}"
             except (urllib.error.URLError, OSError) as exc:
                 reason = str(getattr(exc, "reason", exc))
             raise TrackingError(
                 f"Could not reach the MLflow tracking server at {self.uri}: {reason}.",
                 hint=FIX_HINT,
             )
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = sqlite_path(self.uri)
+        if database is not None:
+            try:
+                database.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TrackingError(
+                    f"Could not create the directory of the MLflow store {self.uri}: {exc}.",
+                    hint=FIX_HINT,
+                ) from exc
 
-    def _experiment(self) -> str:
+    @_wrapped("find or create the experiment")
+    def experiment_id(self) -> str:
+        """The id of the configured experiment, created on first use."""
         if self._experiment_id is None:
             found = self._client.get_experiment_by_name(self.experiment)
-            self._experiment_id = (
-                found.experiment_id
-                if found is not None
-                else self._client.create_experiment(self.experiment)
-            )
+            if found is not None:
+                self._experiment_id = str(found.experiment_id)
+            else:
+                root = embedded_artifact_root(self.uri)
+                location = (root / _safe_name(self.experiment)).as_uri() if root else None
+                self._experiment_id = str(
+                    self._client.create_experiment(self.experiment, artifact_location=location)
+                )
         return self._experiment_id
 
     @_wrapped("create the pipeline run")
     def start_pipeline_run(self, run_id: str, pipeline_name: str, params: Mapping[str, Any]) -> str:
+        """Create the parent run tagged with the mlyard run id and pipeline name."""
         run = self._client.create_run(
-            self._experiment(),
+            self.experiment_id(),
             run_name=f"{pipeline_name}-{run_id}",
-            tags={"mlyard.run_id": run_id, "mlyard.pipeline": pipeline_name},
+            tags={RUN_ID_TAG: run_id, PIPELINE_TAG: pipeline_name},
         )
         return str(run.info.run_id)
 
     @_wrapped("create a step run")
     def start_step_run(self, parent_run_id: str, step_name: str, attempt_id: str) -> str:
-        run = self._client.create_run(
-            self._experiment(),
-            run_name=step_name,
-            tags={
-                "mlflow.parentRunId": parent_run_id,
-                "mlyard.step": step_name,
-                "mlyard.attempt_id": attempt_id,
-            },
-        )
+        """Create a nested run under ``parent_run_id`` for one attempt of one step."""
+        parent = self._client.get_run(parent_run_id)
+        tags = {PARENT_RUN_TAG: parent_run_id, STEP_TAG: step_name, ATTEMPT_TAG: attempt_id}
+        if RUN_ID_TAG in parent.data.tags:
+            tags[RUN_ID_TAG] = parent.data.tags[RUN_ID_TAG]
+        run = self._client.create_run(parent.info.experiment_id, run_name=step_name, tags=tags)
         return str(run.info.run_id)
 
     @_wrapped("log parameters")
     def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
+        """Log parameters, stringified and cut to MLflow's value limit, 100 per request."""
         from mlflow.entities import Param
 
-        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
-        for batch in _chunks(items, 100):
+        items = [Param(str(k), str(v)[:MAX_PARAM_VALUE_LENGTH]) for k, v in params.items()]
+        for batch in _chunks(items, PARAMS_PER_BATCH):
             self._client.log_batch(mlflow_run_id, params=batch)
 
     @_wrapped("log metrics")
     def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
+        """Log metrics with one ``log_batch`` request per 1000 records."""
         from mlflow.entities import Metric
 
         items = [Metric(m.key, m.value, m.timestamp_ms, m.step) for m in metrics]
-        for batch in _chunks(items, BATCH_SIZE):
+        for batch in _chunks(items, METRICS_PER_BATCH):
             self._client.log_batch(mlflow_run_id, metrics=batch)
 
     def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
+        """Log an attempt's usage as ``usage.*`` metrics (cost and queue time when known)."""
         now = int(time.time() * 1000)
         values = {
             "usage.wall_seconds": usage.wall_seconds,
@@ -154,112 +226,99 @@ class MlflowTracker:
 
     @_wrapped("log and register the model")
     def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
-        import mlflow
+        """Log ``model_object`` as an MLflow 3 LoggedModel of run ``mlflow_run_id`` and
+        register it as a new version of ``model.name``; returns the version.
 
-        flavor_module, requirements = _flavor(model.flavor, model_object)
-        # The registry prints "Created version ..." to stderr; mlyard reports it in its summary.
-        with self._fluent_run(mlflow_run_id), contextlib.redirect_stderr(io.StringIO()):
-            info = flavor_module.log_model(
-                model_object,
-                name=_safe_name(model.name),
-                registered_model_name=model.name,
-                pip_requirements=requirements,
-            )
-        version = str(info.registered_model_version)
-        run = self._client.get_run(mlflow_run_id)
-        for key in ("mlyard.run_id", "mlyard.step"):
-            value = run.data.tags.get(key) or self._parent_tag(run, key)
-            if value:
-                self._client.set_model_version_tag(model.name, version, key, value)
-        del mlflow
-        return version
+        This does with the client what ``mlflow.<flavor>.log_model`` does with the fluent API
+        (which needs a global tracking URI and an active run): save the model locally with its
+        flavour, create the LoggedModel, upload it, link it to the run, register it.
+        """
+        import tempfile
 
-    def _parent_tag(self, run: Any, key: str) -> str | None:
-        parent = run.data.tags.get("mlflow.parentRunId")
-        if not parent:
-            return None
-        value = self._client.get_run(parent).data.tags.get(key)
-        return str(value) if value else None
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
-    @contextmanager
-    def _fluent_run(self, mlflow_run_id: str) -> Iterator[None]:
-        # MLflow's flavour log_model functions work on the fluent "active run" and the global
-        # tracking URI; this is the one place mlyard touches that global state, restoring it.
-        import mlflow
-
-        previous_tracking = mlflow.get_tracking_uri()
-        previous_registry = mlflow.get_registry_uri()
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
+        client = self._client
+        run = client.get_run(mlflow_run_id)
+        tags = _version_tags(client, run)
+        logged = client.create_logged_model(
+            experiment_id=run.info.experiment_id,
+            name=_safe_name(model.name),
+            source_run_id=mlflow_run_id,
+            tags=tags,
+        )
         try:
-            with mlflow.start_run(run_id=mlflow_run_id, nested=True):
-                yield
-        finally:
-            mlflow.set_tracking_uri(previous_tracking)
-            mlflow.set_registry_uri(previous_registry)
+            with tempfile.TemporaryDirectory(prefix="mlyard-model-") as directory:
+                saved = save_model_locally(
+                    model.flavor,
+                    model_object,
+                    Path(directory) / "model",
+                    artifact_path=logged.artifact_location,
+                    run_id=mlflow_run_id,
+                    model_id=logged.model_id,
+                )
+                client.log_model_artifacts(logged.model_id, str(saved.path))
+        except BaseException:
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        client.log_outputs(mlflow_run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        _ensure_registered_model(client, model.name)
+        # The source is the model's storage location, not "models:/<model_id>": MLflow's SQL
+        # registry resolves that URI with the *global* tracking URI (a TODO in MLflow 3), which
+        # this client-only tracker never sets.
+        version = client.create_model_version(
+            name=model.name,
+            source=logged.artifact_location,
+            run_id=mlflow_run_id,
+            tags={**tags, FLAVOR_TAG: saved.flavor},
+            model_id=logged.model_id,
+        )
+        return str(version.version)
 
     @_wrapped("end a run")
     def end_run(self, mlflow_run_id: str, status: str) -> None:
+        """Mark a run ``FINISHED``, ``FAILED`` or ``KILLED``."""
         self._client.set_terminated(mlflow_run_id, status=status)
 
     def run_url(self, mlflow_run_id: str) -> str | None:
-        if self.uri.startswith(("http://", "https://")):
+        """The run's page on a tracking server; for a local store, how to open the UI."""
+        if is_http_uri(self.uri):
             try:
-                experiment = self._experiment()
-            except Exception:
+                experiment = self.experiment_id()
+            except TrackingError:
                 return self.uri
             return f"{self.uri.rstrip('/')}/#/experiments/{experiment}/runs/{mlflow_run_id}"
         return f"run {mlflow_run_id} in {self.uri} (open it with `mlyard ui`)"
 
 
-def _flavor(flavor: str, model_object: object) -> tuple[Any, list[str]]:
-    """The MLflow flavour module and pinned requirements (pinning skips MLflow's slow
-    requirement inference, which re-loads the model in a subprocess)."""
-    from importlib.metadata import PackageNotFoundError, version
+def _version_tags(client: Any, run: Any) -> dict[str, str]:
+    """``mlyard.run_id`` and ``mlyard.step`` of a step run (the run id from its parent when
+    the step run was created by an older mlyard without it)."""
+    tags: dict[str, str] = {}
+    step = run.data.tags.get(STEP_TAG)
+    if step:
+        tags[STEP_TAG] = str(step)
+    run_id = run.data.tags.get(RUN_ID_TAG)
+    parent = run.data.tags.get(PARENT_RUN_TAG)
+    if not run_id and parent:
+        run_id = client.get_run(parent).data.tags.get(RUN_ID_TAG)
+    if run_id:
+        tags[RUN_ID_TAG] = str(run_id)
+    return tags
 
-    def pinned(distribution: str) -> list[str]:
-        try:
-            return [f"{distribution}=={version(distribution)}"]
-        except PackageNotFoundError:
-            return []
 
-    if flavor == "sklearn":
-        import mlflow.sklearn
+def _ensure_registered_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
 
-        return mlflow.sklearn, pinned("scikit-learn") + pinned("cloudpickle")
-    if flavor == "pytorch":
-        import mlflow.pytorch
-
-        return mlflow.pytorch, pinned("torch") + pinned("cloudpickle")
-    if flavor == "xgboost":
-        import mlflow.xgboost
-
-        return mlflow.xgboost, pinned("xgboost")
-    if flavor == "lightgbm":
-        import mlflow.lightgbm
-
-        return mlflow.lightgbm, pinned("lightgbm")
-    if flavor == "pyfunc":
-        import mlflow.pyfunc
-
-        class _Adapter:
-            log_model = staticmethod(
-                lambda python_model, **kwargs: mlflow.pyfunc.log_model(
-                    python_model=python_model, **kwargs
-                )
-            )
-
-        return _Adapter, pinned("cloudpickle")
-    raise TrackingError(
-        f"mlyard cannot log a model with the MLflow flavour {flavor!r} "
-        f"({type(model_object).__name__}).",
-        hint="Pass flavor='sklearn', 'pytorch', 'xgboost', 'lightgbm' or 'pyfunc' "
-        "(an mlflow.pyfunc.PythonModel) to log_model.",
-    )
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
 
 
 def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "model"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "model"
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:

@@ -8,8 +8,13 @@ from typing import Any
 
 from mlyard.models.tasks import LoggedModel, MetricRecord, Usage
 
+#: What ``log_model`` returns: no registry, so no version.
+NO_VERSION = "none"
+
 
 class NullTracker:
+    """Implements ``Tracker`` with no-ops; run ids are synthetic (``null-...``) and unique."""
+
     def check_reachable(self) -> None:
         return None
 
@@ -17,7 +22,7 @@ class NullTracker:
         return f"null-{run_id}"
 
     def start_step_run(self, parent_run_id: str, step_name: str, attempt_id: str) -> str:
-        return f"null-{uuid.uuid4().hex[:8]}"
+        return f"null-{uuid.uuid4().hex}"
 
     def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
         return None
@@ -29,7 +34,7 @@ class NullTracker:
         return None
 
     def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
-        return "none"
+        return NO_VERSION
 
     def end_run(self, mlflow_run_id: str, status: str) -> None:
         return None

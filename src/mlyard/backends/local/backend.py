@@ -24,6 +24,7 @@ from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
 from mlyard.backends.local.fork_server import ForkServer
 from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
 from mlyard.backends.local.processes import (
+    PID_FILE_VARIABLE,
     StepProcess,
     find_process,
     is_alive,
@@ -211,6 +212,7 @@ class LocalBackend(Backend):
         environment.update(job.environment)
         assert job.lease is not None
         environment.update(job.lease.environment())
+        environment[PID_FILE_VARIABLE] = str(self._pid_path(job.job_id))
         command = [sys.executable, "-m", "mlyard.runtime", job.task_uri]
         if self.store.endpoint_url:
             command += ["--endpoint-url", self.store.endpoint_url]
@@ -276,6 +278,9 @@ class LocalBackend(Backend):
 
     # --- persistence ---------------------------------------------------------------------
 
+    def _pid_path(self, job_id: str) -> Path:
+        return self.jobs_dir / f"{job_id}.pid"
+
     def _state_path(self, job_id: str) -> Path:
         return self.jobs_dir / f"{job_id}.json"
 
@@ -327,7 +332,7 @@ class LocalBackend(Backend):
         if "pid" in document and is_alive(document["pid"], document["create_time"]):
             process = StepProcess(pid=document["pid"], create_time=document["create_time"])
         elif phase == "starting":
-            process = find_process(job.task_uri)  # started, but its pid was never recorded
+            process = find_process(self._pid_path(job_id))  # started; pid never recorded
         if process is None:
             # It ended while nobody watched; its result document (if any) tells how.
             self._finish(job, JobStatus(state=JobState.SUCCEEDED, reason="ended while detached"))

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from mlyard.runtime.announce import STEP_PROCESS_NAME
+
 if TYPE_CHECKING:
     from mlyard.backends.local.fork_server import ForkServer
 
@@ -83,13 +85,25 @@ def is_alive(pid: int, create_time: float) -> bool:
         return False
 
 
-def find_process(marker: str) -> StepProcess | None:
-    """The live process whose command line contains ``marker`` (a task URI), if any."""
-    for process in psutil.process_iter(["pid", "cmdline", "create_time"]):
-        cmdline = process.info.get("cmdline") or []
-        if any(marker in part for part in cmdline) and "mlyard.runtime" in cmdline:
-            return StepProcess(pid=process.info["pid"], create_time=process.info["create_time"])
-    return None
+def find_process(pid_file: Path) -> StepProcess | None:
+    """The live step process that wrote ``pid_file`` (the runtime writes it first), if any."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        process = psutil.Process(pid)
+        if process.name() != STEP_PROCESS_NAME or process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return StepProcess(pid=pid, create_time=process.create_time())
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def step_processes() -> list[psutil.Process]:
+    """Every live mlyard step process on this machine (of any run)."""
+    found = []
+    for process in psutil.process_iter(["name", "status"]):
+        if process.info["name"] == STEP_PROCESS_NAME and process.info["status"] != "zombie":
+            found.append(process)
+    return found
 
 
 def stop_process_group(step: StepProcess, grace: float = TERMINATE_GRACE_SECONDS) -> None:

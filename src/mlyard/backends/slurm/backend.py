@@ -53,7 +53,9 @@ _LOG_TAIL_LINES = 20
 class SlurmBackend(Backend):
     """Steps as SLURM batch jobs, reached over SSH or on the login node itself."""
 
-    poll_interval = (1.0, 10.0)
+    # squeue about every second at first, backing off to 30 s; job ends are seen sooner through
+    # wait_for_change, which watches the jobs' done markers on the login node (no SLURM query).
+    poll_interval = (1.0, 30.0)
 
     def __init__(
         self, name: str, profile: BackendProfile, settings: Settings, store: ArtifactStore
@@ -74,6 +76,8 @@ class SlurmBackend(Backend):
         self._route: S3Route | SftpRoute | None = None
         self._finished: dict[str, JobStatus] = {}
         self._scripts: dict[str, str] = {}
+        #: Done markers of jobs not yet seen ending, by job id.
+        self._markers: dict[str, str] = {}
 
     # --- connection and layout ----------------------------------------------------------------
 
@@ -148,6 +152,7 @@ class SlurmBackend(Backend):
             )
         job_id = done.stdout.strip().splitlines()[-1].strip()
         self._scripts[job_id] = script
+        self._markers[job_id] = _done_marker(jobs, attempt_id)
         return JobHandle(
             backend=self.name,
             job_id=job_id,
@@ -177,10 +182,21 @@ class SlurmBackend(Backend):
             runtime_command=command,
             setup=self.slurm.setup,
             environment=environment or {},
+            done_marker=_done_marker(f"{self.workdir}/jobs", attempt_id),
         )
         return render_job_script(job, resources, self.slurm)
 
     # --- status ---------------------------------------------------------------------------------
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning as soon as one of the jobs this backend
+        follows wrote its done marker: one command on the login node that only stats files."""
+        if not self._markers or timeout < 0.5:
+            time.sleep(timeout)
+            return
+        markers = " ".join(shlex.quote(path) for path in self._markers.values())
+        watch = f'while :; do for f in {markers}; do [ -e "$f" ] && exit 0; done; sleep 0.2; done'
+        self.shell.run(f"timeout {timeout:.1f} bash -c {shlex.quote(watch)} 2>/dev/null; true")
 
     def _status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         statuses = {
@@ -196,6 +212,11 @@ class SlurmBackend(Backend):
         queued = parse_squeue(queue.stdout)
         ended: list[JobHandle] = []
         for handle in open_handles:
+            if handle.job_id not in self._markers and handle.data.get("attempt_id"):
+                # Re-attached after a restart: follow this job's done marker too.
+                self._markers[handle.job_id] = _done_marker(
+                    f"{self.workdir}/jobs", handle.data["attempt_id"]
+                )
             facts = queued.get(handle.job_id)
             mapped = map_state(facts) if facts is not None else None
             if mapped is not None and not mapped.state.is_terminal:
@@ -241,6 +262,7 @@ class SlurmBackend(Backend):
                 submit_script=self._script_of(handle),
             )
             self._finished[handle.job_id] = status
+            self._markers.pop(handle.job_id, None)
             statuses[handle.job_id] = status
         return statuses
 
@@ -321,3 +343,7 @@ def _shell_path(path: str) -> str:
     if path.startswith("~/"):
         return '"$HOME"/' + shlex.quote(path[2:])
     return shlex.quote(path)
+
+
+def _done_marker(jobs_directory: str, attempt_id: str) -> str:
+    return f"{jobs_directory}/{attempt_id}.done"

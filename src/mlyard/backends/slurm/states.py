@@ -20,6 +20,7 @@ _WAITING = {
 _RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 # The infrastructure, not the user's code, ended these: retried without consuming retries.
 _INFRASTRUCTURE = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}
+_SIGKILL = 9
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ def map_state(facts: SlurmJobFacts) -> MappedState:
 def _failure_reason(state: str, facts: SlurmJobFacts) -> str:
     if facts.exit_code == SETUP_FAILED_EXIT:
         return "the profile's setup lines failed on the cluster"
+    if facts.signal == _SIGKILL and facts.memory_bytes:
+        # Without cgroups SLURM's memory enforcement kills the job and reports only the signal.
+        return (
+            f"{state}: killed by signal 9, as SLURM does to a job over its memory limit of "
+            f"{format_memory(facts.memory_bytes)}; raise Resources(memory=...) if it needs more"
+        )
     if facts.signal:
         return f"{state}: killed by signal {facts.signal}"
     if facts.exit_code is not None:
