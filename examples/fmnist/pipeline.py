@@ -57,7 +57,9 @@ def read_idx(data: str, name: str) -> np.ndarray:
 def preprocess(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read the IDX files, scale pixels to [0, 1] and add the channel axis."""
     arrays = {key: read_idx(data, name) for key, name in IDX_FILES.items()}
-    images = {k: (arrays[k].astype(np.float32) / 255.0)[:, None, :, :] for k in ("x_train", "x_test")}
+    images = {
+        k: (arrays[k].astype(np.float32) / 255.0)[:, None, :, :] for k in ("x_train", "x_test")
+    }
     log_metrics({"train_examples": len(arrays["y_train"]), "test_examples": len(arrays["y_test"])})
     return (
         images["x_train"],

@@ -14,8 +14,9 @@ EXAMPLES = REPO / "examples"
 PROJECTS = Path(__file__).resolve().parent / "projects"
 
 
-def mlyard(*args: str, timeout: float = 300, env: dict[str, str] | None = None,
-           cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def mlyard(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = dict(os.environ)
     environment.update(env or {})
     return subprocess.run(

@@ -74,17 +74,25 @@ def test_unstorable_output(tmp_path: Path) -> None:
 
 def test_unreachable_mlflow_and_s3() -> None:
     _fails_cleanly(
-        "run", QUICKSTART, expected="MLflow tracking server at http://127.0.0.1:9", code=1,
+        "run",
+        QUICKSTART,
+        expected="MLflow tracking server at http://127.0.0.1:9",
+        code=1,
         env={"MLYARD_TRACKING__URI": "http://127.0.0.1:9"},
     )
     _fails_cleanly(
-        "run", QUICKSTART, expected="http://127.0.0.1:9", code=1,
-        env={"MLYARD_STORAGE__ARTIFACTS": "s3://bucket/x",
-             "MLYARD_STORAGE__ENDPOINT_URL": "http://127.0.0.1:9",
-             "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+        "run",
+        QUICKSTART,
+        expected="http://127.0.0.1:9",
+        code=1,
+        env={
+            "MLYARD_STORAGE__ARTIFACTS": "s3://bucket/x",
+            "MLYARD_STORAGE__ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+        },
     )
 
 
 def test_unknown_run_id() -> None:
     _fails_cleanly("runs", "show", "doesnotexist", expected="No run with id", code=3)
-

@@ -35,8 +35,9 @@ def _step_processes() -> list[psutil.Process]:
 def test_sigkilled_run_is_resumed_with_every_step_executed_once(tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    orchestrator = spawn("run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}",
-                         "-p", "seconds=8")
+    orchestrator = spawn(
+        "run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}", "-p", "seconds=8"
+    )
     run_id = _wait_for_step_state("slow", "RUNNING")
     orchestrator.send_signal(signal.SIGKILL)
     orchestrator.wait(timeout=10)
@@ -52,8 +53,9 @@ def test_sigkilled_run_is_resumed_with_every_step_executed_once(tmp_path: Path) 
 def test_resume_after_a_failure_does_not_rerun_succeeded_steps(tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    failed = mlyard_json("run", f"{COUNTING}:retrying", "-p", f"marker_dir={markers}",
-                         "-p", "failures=5")
+    failed = mlyard_json(
+        "run", f"{COUNTING}:retrying", "-p", f"marker_dir={markers}", "-p", "failures=5"
+    )
     assert failed["state"] == "FAILED"
     assert runs_of(markers, "flaky") == 3  # one attempt plus two retries
     assert "flaky failure number 3" in failed["error"]
@@ -69,8 +71,9 @@ def test_resume_after_a_failure_does_not_rerun_succeeded_steps(tmp_path: Path) -
 def test_ctrl_c_cancels_the_run_and_leaves_no_step_process(tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    orchestrator = spawn("run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}",
-                         "-p", "seconds=60")
+    orchestrator = spawn(
+        "run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}", "-p", "seconds=60"
+    )
     run_id = _wait_for_step_state("slow", "RUNNING")
     assert _step_processes()
     orchestrator.send_signal(signal.SIGINT)
@@ -84,8 +87,9 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_step_process(tmp_path: Path) -> No
 def test_runs_cancel_from_another_process(tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    orchestrator = spawn("run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}",
-                         "-p", "seconds=60")
+    orchestrator = spawn(
+        "run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}", "-p", "seconds=60"
+    )
     run_id = _wait_for_step_state("slow", "RUNNING")
     cancelled = mlyard_json("runs", "cancel", run_id)
     assert cancelled["state"] == "CANCELLED"
@@ -105,7 +109,8 @@ def test_timeout_fails_the_step_with_the_limit(tmp_path: Path) -> None:
 def test_logs_of_a_step(tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    failed = mlyard_json("run", f"{COUNTING}:retrying", "-p", f"marker_dir={markers}",
-                         "-p", "failures=5")
+    failed = mlyard_json(
+        "run", f"{COUNTING}:retrying", "-p", f"marker_dir={markers}", "-p", "failures=5"
+    )
     logs = mlyard_json("runs", "logs", failed["id"], "flaky")
     assert any("flaky failure number 3" in line for line in logs["lines"])

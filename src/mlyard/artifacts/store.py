@@ -222,13 +222,13 @@ class ArtifactStore:
     def _write(self, path: str, data: bytes) -> None:
         try:
             if self.is_local:
-                directory = os.path.dirname(path)
-                os.makedirs(directory, exist_ok=True)
+                directory = Path(path).parent
+                directory.mkdir(parents=True, exist_ok=True)
                 handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
                 try:
                     with os.fdopen(handle, "wb") as target:
                         target.write(data)
-                    os.replace(temporary, path)  # readers never see a partial object
+                    Path(temporary).replace(path)  # readers never see a partial object
                 except BaseException:
                     Path(temporary).unlink(missing_ok=True)
                     raise
@@ -240,12 +240,13 @@ class ArtifactStore:
     def _atomic_local_copy(self, source: Path, target: str) -> None:
         import shutil
 
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
+        directory = Path(target).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         os.close(handle)
         try:
             shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
+            Path(temporary).replace(target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise

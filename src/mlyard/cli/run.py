@@ -74,8 +74,9 @@ def register(app: typer.Typer) -> None:
                 workspace, loaded, params, backend_name=backend, use_cache=not no_cache
             )
             if not as_json:
-                console.print(f"[dim]run[/] [bold]{run_id}[/] of {loaded.pipeline.name} "
-                              f"on {chosen.name}")
+                console.print(
+                    f"[dim]run[/] [bold]{run_id}[/] of {loaded.pipeline.name} on {chosen.name}"
+                )
             view = run_with_live_view(
                 lambda observer: execute_run(workspace, run_id, chosen, observer), as_json
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from mlyard.cli.errors import handle_errors
@@ -9,10 +11,13 @@ from mlyard.cli.output import console, emit_json
 from mlyard.cli.run import _interrupt_on_sigterm, finish, run_with_live_view
 from mlyard.cli.views import run_summary, runs_table
 
+if TYPE_CHECKING:
+    from mlyard.services.runs import Workspace
+
 runs_app = typer.Typer(help="Look at, cancel and resume runs.", no_args_is_help=True)
 
 
-def _workspace():  # type: ignore[no-untyped-def]
+def _workspace() -> Workspace:
     from mlyard.services.runs import Workspace
     from mlyard.settings import load_settings
 
@@ -104,7 +109,9 @@ def logs_command(
 
 @runs_app.command("cancel")
 @handle_errors
-def cancel_command(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def cancel_command(
+    run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Cancel a run and stop its running steps."""
     from mlyard.services.runs import cancel_run
 
@@ -121,16 +128,16 @@ def cancel_command(run_id: str = typer.Argument(...), as_json: bool = typer.Opti
 
 @runs_app.command("resume")
 @handle_errors
-def resume_command(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def resume_command(
+    run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Finish a failed or interrupted run; steps that succeeded are not run again."""
     from mlyard.services.runs import resume_run
 
     _interrupt_on_sigterm()
     workspace = _workspace()
     try:
-        view = run_with_live_view(
-            lambda observer: resume_run(workspace, run_id, observer), as_json
-        )
+        view = run_with_live_view(lambda observer: resume_run(workspace, run_id, observer), as_json)
     finally:
         workspace.close()
     finish(view, as_json)

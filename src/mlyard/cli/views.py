@@ -54,8 +54,11 @@ def _step_line(step: StepView) -> Text:
 
 def run_tree(view: RunView, max_steps: int = 60) -> Tree:
     style, _ = STATE_STYLES.get(view.state.value, ("", ""))
-    tree = Tree(Text.assemble(("run ", "dim"), (view.id, "bold"), f" {view.pipeline_name} ",
-                              (view.state.value, style)))
+    tree = Tree(
+        Text.assemble(
+            ("run ", "dim"), (view.id, "bold"), f" {view.pipeline_name} ", (view.state.value, style)
+        )
+    )
     steps = view.steps
     if len(steps) > max_steps:
         active = [s for s in steps if s.state in (StepState.RUNNING, StepState.FAILED)]

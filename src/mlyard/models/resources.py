@@ -36,7 +36,7 @@ _DURATION_SECONDS = {"d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1, "sec": 1
 
 def parse_size(value: object) -> int | None:
     """Bytes from ``"4GB"``, ``"512MiB"``, ``"10G"`` or an int; ``None`` stays ``None``."""
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -44,9 +44,7 @@ def parse_size(value: object) -> int | None:
         match = _SIZE_PATTERN.match(value)
         if match and match.group(2).lower() in _SIZE_UNITS:
             return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    raise ValueError(
-        f"{value!r} is not a size; write it like '4GB', '512MiB' or a number of bytes"
-    )
+    raise ValueError(f"{value!r} is not a size; write it like '4GB', '512MiB' or a number of bytes")
 
 
 def parse_duration(value: object) -> float | None:
@@ -67,7 +65,9 @@ def parse_duration(value: object) -> float | None:
         pieces = _DURATION_PATTERN.findall(text)
         if pieces and "".join(n + (u or "") for n, u in pieces) == re.sub(r"\s+", "", text):
             return float(sum(float(n) * _DURATION_SECONDS[u.lower() or None] for n, u in pieces))
-    raise ValueError(f"{value!r} is not a duration; write it like '2h', '1h30m', '90s' or '01:30:00'")
+    raise ValueError(
+        f"{value!r} is not a duration; write it like '2h', '1h30m', '90s' or '01:30:00'"
+    )
 
 
 def format_size(num_bytes: int | None) -> str:
@@ -97,7 +97,9 @@ class Resources(BaseModel):
         description="Whole GPUs (1, 2, …) or a fraction of one (0.25, 0.5) shared with others.",
     )
     gpu_type: str | None = Field(default=None, description="GPU model wanted, e.g. 'a100'.")
-    gpu_memory: ByteSize = Field(default=None, description="GPU memory needed per GPU, e.g. '10GB'.")
+    gpu_memory: ByteSize = Field(
+        default=None, description="GPU memory needed per GPU, e.g. '10GB'."
+    )
     time_limit: Seconds = Field(default=None, description="Wall-clock limit, e.g. '2h'.")
     nodes: int = Field(default=1, ge=1, description="Nodes for multi-node steps.")
     launcher: Literal["ray", "torchrun"] | None = Field(

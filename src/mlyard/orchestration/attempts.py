@@ -35,7 +35,9 @@ class AttemptOutcome:
     usage: Usage = field(default_factory=Usage)
 
 
-def read_outcome(artifacts: ArtifactStore, attempt: AttemptRow, status: JobStatus) -> AttemptOutcome:
+def read_outcome(
+    artifacts: ArtifactStore, attempt: AttemptRow, status: JobStatus
+) -> AttemptOutcome:
     """Combine a terminal job status with the result document the runtime wrote (if any)."""
     raw = artifacts.read_document(attempt.id, RESULT_DOCUMENT)
     result = TaskResult.model_validate_json(raw) if raw is not None else None
@@ -260,9 +262,7 @@ class AttemptLauncher:
         write_through(self.metadata, record.row, **fields)
         record.started_monotonic = time.monotonic()
 
-    def record_failure(
-        self, record: StepRecord, outcome: AttemptOutcome, state: StepState
-    ) -> None:
+    def record_failure(self, record: StepRecord, outcome: AttemptOutcome, state: StepState) -> None:
         attempt = record.current_attempt
         assert attempt is not None
         self._close_attempt(attempt, outcome, state, outcome.usage)

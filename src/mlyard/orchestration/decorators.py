@@ -188,9 +188,7 @@ class Pipeline(Generic[P]):
         return self.definition.function(*args, **kwargs)
 
 
-def pipeline(
-    function: Callable[P, Any] | None = None, /, *, name: str | None = None
-) -> Any:
+def pipeline(function: Callable[P, Any] | None = None, /, *, name: str | None = None) -> Any:
     """Make a function of parameters that calls steps a pipeline."""
 
     def decorate(fn: Callable[P, Any]) -> Pipeline[P]:

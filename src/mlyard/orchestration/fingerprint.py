@@ -25,8 +25,10 @@ def code_fingerprint(function: Callable[..., Any], project_root: Path) -> str:
 
 
 def _in_project(obj: object, project_root: Path) -> bool:
-    module = obj if isinstance(obj, types.ModuleType) else sys.modules.get(
-        getattr(obj, "__module__", "") or ""
+    module = (
+        obj
+        if isinstance(obj, types.ModuleType)
+        else sys.modules.get(getattr(obj, "__module__", "") or "")
     )
     filename = getattr(module, "__file__", None)
     if not filename:

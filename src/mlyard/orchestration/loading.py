@@ -116,9 +116,7 @@ def _user_frame(exc: BaseException, path: Path) -> str:
 
 
 def _pick_pipeline(module: types.ModuleType, path: Path, name: str | None) -> Pipeline[Any]:
-    found = {
-        attr: value for attr, value in vars(module).items() if isinstance(value, Pipeline)
-    }
+    found = {attr: value for attr, value in vars(module).items() if isinstance(value, Pipeline)}
     if name is not None:
         if name in found:
             return found[name]

@@ -93,8 +93,7 @@ def _convert(
     except ValidationError as exc:
         expected = getattr(annotation, "__name__", str(annotation))
         raise PipelineDefinitionError(
-            f"Parameter {name!r} of pipeline {pipeline.name!r} must be {expected}, "
-            f"got {value!r}.",
+            f"Parameter {name!r} of pipeline {pipeline.name!r} must be {expected}, got {value!r}.",
             hint=f"Its parameters: {describe_parameters(pipeline)}.",
         ) from exc
 

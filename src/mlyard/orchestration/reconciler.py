@@ -190,9 +190,7 @@ class Orchestrator:
         if status.state == JobState.RUNNING:
             if record.state != StepState.RUNNING:
                 write_through(self.metadata, attempt, state=StepState.RUNNING.value)
-                write_through(
-                    self.metadata, record.row, state=StepState.RUNNING.value, reason=None
-                )
+                write_through(self.metadata, record.row, state=StepState.RUNNING.value, reason=None)
                 record.started_monotonic = time.monotonic()
                 return True
             return False
@@ -304,9 +302,7 @@ class Orchestrator:
         if failed:
             error = f"Step {failed[0].node.name!r} failed: {failed[0].row.error}"
         self.tracking_queue.drain()
-        write_through(
-            self.metadata, self.run, state=final.value, finished_at=utcnow(), error=error
-        )
+        write_through(self.metadata, self.run, state=final.value, finished_at=utcnow(), error=error)
         self.tracking.finish_run(self.run, final)
 
     def _cancel_everything(self, reason: str) -> None:

@@ -18,8 +18,8 @@ from mlyard.artifacts.store import ArtifactStore
 from mlyard.errors import MlyardError
 from mlyard.models.runs import RunState
 from mlyard.orchestration.run_state import write_through
-from mlyard.store.repository import MetadataStore, RunRow
 from mlyard.runtime.code import ensure_code_package, make_importable
+from mlyard.store.repository import MetadataStore, RunRow
 from mlyard.store.tables import ModelVersionRow
 from mlyard.tracking.base import Tracker
 

@@ -71,9 +71,7 @@ class PipelineTracer:
                 f"signature: {exc}."
             ) from exc
         bound.apply_defaults()
-        inputs = {
-            param: _binding(name, param, value) for param, value in bound.arguments.items()
-        }
+        inputs = {param: _binding(name, param, value) for param, value in bound.arguments.items()}
         self.calls.append(RecordedCall(definition=definition, name=name, inputs=inputs))
         refs = tuple(OutputRef(step=name, output=o) for o in definition.output_names)
         if not refs:

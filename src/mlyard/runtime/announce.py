@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 #: Written with the step process's pid before anything else, when set (the local backend's
 #: way of finding a step again after an orchestrator restart).
@@ -22,5 +23,4 @@ def announce_process() -> None:
         pass
     pid_file = os.environ.get(PID_FILE_VARIABLE)
     if pid_file:
-        with open(pid_file, "w") as handle:
-            handle.write(str(os.getpid()))
+        Path(pid_file).write_text(str(os.getpid()))

@@ -58,8 +58,7 @@ def run_task(spec: TaskSpec, store: ArtifactStore) -> TaskResult:
         finally:
             reset_step_log(token)
         outputs = {
-            name: save_value(store, output)
-            for name, output in _split_outputs(spec, value).items()
+            name: save_value(store, output) for name, output in _split_outputs(spec, value).items()
         }
         result = TaskResult(
             attempt_id=spec.attempt_id,

@@ -53,12 +53,13 @@ def show_model(settings: Settings, name: str) -> ModelDetails:
         raise _no_such_model(name, [])
     with _registry(uri) as client:
         model = _registered_model(client, name)
+        aliases = _aliases(model)
         versions = sorted(
-            (_version_info(v) for v in _all_versions(client, name)),
+            (_version_info(v, aliases) for v in _all_versions(client, name)),
             key=lambda v: int(v.version),
             reverse=True,
         )
-        return ModelDetails(name=model.name, versions=versions, aliases=_aliases(model))
+        return ModelDetails(name=model.name, versions=versions, aliases=aliases)
 
 
 def resolve_model_uri(settings: Settings, reference: str) -> ResolvedModel:
@@ -300,17 +301,19 @@ def _summary(model: Any) -> ModelSummary:
     )
 
 
-def _version_info(version: Any) -> ModelVersionInfo:
+def _version_info(version: Any, model_aliases: dict[str, str]) -> ModelVersionInfo:
+    """``model_aliases`` of the registered model: searching versions leaves theirs empty."""
     tags = version.tags or {}
+    number = str(version.version)
     return ModelVersionInfo(
-        version=str(version.version),
+        version=number,
         status=str(version.status),
         run_id=version.run_id or None,
         mlyard_run_id=tags.get(RUN_ID_TAG),
         step=tags.get(STEP_TAG),
         flavor=tags.get(FLAVOR_TAG),
         source=str(version.source),
-        aliases=sorted(str(a) for a in version.aliases or []),
+        aliases=sorted(a for a, v in model_aliases.items() if v == number),
         created_at=_from_millis(version.creation_timestamp),
     )
 

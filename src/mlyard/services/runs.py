@@ -197,7 +197,7 @@ def orchestrator_alive(run: RunRow) -> bool:
 
     if run.orchestrator_host != socket.gethostname():
         return True  # another machine's process: trust its fresh heartbeat
-    return psutil.pid_exists(run.orchestrator_pid)
+    return bool(psutil.pid_exists(run.orchestrator_pid))
 
 
 def cancel_run(workspace: Workspace, run_id: str) -> RunView:
@@ -244,7 +244,9 @@ def show_run(workspace: Workspace, run_id: str, warnings: list[str] | None = Non
     )
 
 
-def list_runs(workspace: Workspace, *, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
+def list_runs(
+    workspace: Workspace, *, limit: int = 20, pipeline: str | None = None
+) -> list[RunRow]:
     return workspace.metadata.list_runs(limit=limit, pipeline=pipeline)
 
 

@@ -87,14 +87,10 @@ class MetadataStore:
             return row
 
     def _run_by_prefix(self, session: Session, prefix: str) -> RunRow:
-        matches = session.scalars(
-            select(RunRow).where(RunRow.id.startswith(prefix)).limit(2)
-        ).all()
+        matches = session.scalars(select(RunRow).where(RunRow.id.startswith(prefix)).limit(2)).all()
         if len(matches) == 1 and len(prefix) >= 4:
             return matches[0]
-        raise NotFoundError(
-            f"No run with id {prefix!r}.", hint="List runs with `mlyard runs ls`."
-        )
+        raise NotFoundError(f"No run with id {prefix!r}.", hint="List runs with `mlyard runs ls`.")
 
     def list_runs(self, *, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
         with self.transaction() as session:

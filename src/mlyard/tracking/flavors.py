@@ -135,7 +135,7 @@ def _skops_library_types(model_object: object) -> list[str] | None:
     SciPy (the step that just built the model vouches for them); ``None`` when the model
     holds other types or skops cannot represent it."""
     try:
-        import skops.io
+        import skops.io  # type: ignore[import-untyped]
 
         untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model_object))
     except Exception:  # skops raises assorted errors on objects it cannot represent

@@ -6,8 +6,9 @@ from mlyard.settings import CostRates
 
 
 def test_cost_from_billing_rates() -> None:
-    usage = Usage(wall_seconds=3600, cpu_seconds=7200, gpus=1, gpu_seconds=3600,
-                  peak_memory_bytes=2 * 10**9)
+    usage = Usage(
+        wall_seconds=3600, cpu_seconds=7200, gpus=1, gpu_seconds=3600, peak_memory_bytes=2 * 10**9
+    )
     rates = CostRates(cpu_hour=0.5, gpu_hour=2.0, memory_gb_hour=0.1)
     assert estimate_cost(usage, rates) == 2 * 0.5 + 1 * 2.0 + 2 * 0.1
     assert estimate_cost(usage, CostRates()) is None
@@ -20,7 +21,15 @@ def test_backend_accounting_overrides_measured_figures() -> None:
 
 
 def test_total_usage_sums_time_and_takes_the_peak() -> None:
-    total = total_usage([Usage(wall_seconds=1, cpu_seconds=1, peak_memory_bytes=5, cost=1.0),
-                         Usage(wall_seconds=2, cpu_seconds=3, peak_memory_bytes=9)])
+    total = total_usage(
+        [
+            Usage(wall_seconds=1, cpu_seconds=1, peak_memory_bytes=5, cost=1.0),
+            Usage(wall_seconds=2, cpu_seconds=3, peak_memory_bytes=9),
+        ]
+    )
     assert (total.wall_seconds, total.cpu_seconds, total.peak_memory_bytes, total.cost) == (
-        3, 4, 9, 1.0)
+        3,
+        4,
+        9,
+        1.0,
+    )

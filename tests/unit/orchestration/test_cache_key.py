@@ -23,11 +23,14 @@ def _ref(digest: str) -> ArtifactRef:
 def test_key_changes_with_code_params_inputs_and_environment() -> None:
     base = cache_key(_node(), {"lr": 0.1}, {"x": [_ref("sha256:" + "1" * 64)]})
     assert base == cache_key(_node(), {"lr": 0.1}, {"x": [_ref("sha256:" + "1" * 64)]})
-    assert base != cache_key(_node(code_fingerprint="abd"), {"lr": 0.1},
-                             {"x": [_ref("sha256:" + "1" * 64)]})
+    assert base != cache_key(
+        _node(code_fingerprint="abd"), {"lr": 0.1}, {"x": [_ref("sha256:" + "1" * 64)]}
+    )
     assert base != cache_key(_node(), {"lr": 0.2}, {"x": [_ref("sha256:" + "1" * 64)]})
     assert base != cache_key(_node(), {"lr": 0.1}, {"x": [_ref("sha256:" + "2" * 64)]})
-    assert base != cache_key(_node(environment={"SEED": "1"}), {"lr": 0.1},
-                             {"x": [_ref("sha256:" + "1" * 64)]})
-    assert base != cache_key(_node(requirements=["torch==2.1"]), {"lr": 0.1},
-                             {"x": [_ref("sha256:" + "1" * 64)]})
+    assert base != cache_key(
+        _node(environment={"SEED": "1"}), {"lr": 0.1}, {"x": [_ref("sha256:" + "1" * 64)]}
+    )
+    assert base != cache_key(
+        _node(requirements=["torch==2.1"]), {"lr": 0.1}, {"x": [_ref("sha256:" + "1" * 64)]}
+    )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mlyard.errors import PipelineDefinitionError
@@ -7,7 +9,6 @@ from mlyard.models.pipelines import InputBinding, OutputAddress, PipelineGraph, 
 from mlyard.orchestration.graph import validate_graph
 from mlyard.orchestration.loading import LoadedPipeline, trace_pipeline
 from tests.unit.orchestration import pipelines_for_tests as module
-from pathlib import Path
 
 
 def _loaded() -> LoadedPipeline:
@@ -39,7 +40,7 @@ def test_calling_a_pipeline_directly_is_refused() -> None:
 
 
 def test_unknown_and_mistyped_parameters_are_named() -> None:
-    with pytest.raises(PipelineDefinitionError, match="no parameter 'cont'.*Did you mean 'count'"):
+    with pytest.raises(PipelineDefinitionError, match=r"no parameter 'cont'.*Did you mean 'count'"):
         trace_pipeline(_loaded(), {"cont": 3})
     with pytest.raises(PipelineDefinitionError, match="must be int, got 'many'"):
         trace_pipeline(_loaded(), {"count": "many"})

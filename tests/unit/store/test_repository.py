@@ -15,12 +15,29 @@ from mlyard.store.tables import CacheEntryRow
 
 def _run(store: MetadataStore, run_id: str = "abcdef123456") -> None:
     store.add(
-        RunRow(id=run_id, pipeline_name="p", state="PENDING", params={}, graph={"steps": []},
-               code_digest="sha256:" + "0" * 64, code_module="m", project_dir="/p",
-               backend="local", use_cache=True, artifacts_url="/a", created_at=utcnow(),
-               cancel_requested=False),
-        StepRunRow(id=f"{run_id}.1", run_id=run_id, name="a", state="PENDING", failures=0,
-                   infrastructure_failures=0),
+        RunRow(
+            id=run_id,
+            pipeline_name="p",
+            state="PENDING",
+            params={},
+            graph={"steps": []},
+            code_digest="sha256:" + "0" * 64,
+            code_module="m",
+            project_dir="/p",
+            backend="local",
+            use_cache=True,
+            artifacts_url="/a",
+            created_at=utcnow(),
+            cancel_requested=False,
+        ),
+        StepRunRow(
+            id=f"{run_id}.1",
+            run_id=run_id,
+            name="a",
+            state="PENDING",
+            failures=0,
+            infrastructure_failures=0,
+        ),
     )
 
 
@@ -33,7 +50,8 @@ def test_migrates_once_and_finds_runs_by_prefix(tmp_path: Path) -> None:
         from sqlalchemy import text
 
         assert connection.execute(text("select version_num from alembic_version")).scalar() == (
-            HEAD_REVISION)
+            HEAD_REVISION
+        )
     with pytest.raises(NotFoundError, match="No run with id 'zzz'"):
         store.get_run("zzz")
 
@@ -41,14 +59,22 @@ def test_migrates_once_and_finds_runs_by_prefix(tmp_path: Path) -> None:
 def test_lineage_metrics_and_cache(tmp_path: Path) -> None:
     store = MetadataStore(f"sqlite:///{tmp_path / 'meta.db'}")
     _run(store)
-    ref = ArtifactRef(digest="sha256:" + "1" * 64, materializer="json", type_name="int",
-                      size_bytes=1)
+    ref = ArtifactRef(
+        digest="sha256:" + "1" * 64, materializer="json", type_name="int", size_bytes=1
+    )
     with store.transaction() as session:
         store.record_outputs(session, "abcdef123456.1", {"output": ref}, {})
-        store.record_metrics(session, "abcdef123456.1",
-                             [MetricRecord(key="acc", value=0.9, timestamp_ms=1)], [])
-        session.add(CacheEntryRow(cache_key="k", step_run_id="abcdef123456.1",
-                                  run_id="abcdef123456", created_at=utcnow()))
+        store.record_metrics(
+            session, "abcdef123456.1", [MetricRecord(key="acc", value=0.9, timestamp_ms=1)], []
+        )
+        session.add(
+            CacheEntryRow(
+                cache_key="k",
+                step_run_id="abcdef123456.1",
+                run_id="abcdef123456",
+                created_at=utcnow(),
+            )
+        )
     assert store.outputs(["abcdef123456.1"]) == {"abcdef123456.1": {"output": ref}}
     assert [m.value for m in store.metrics(["abcdef123456.1"])] == [0.9]
     hit = store.lookup_cache("k")

@@ -33,8 +33,9 @@ class PathMaterializer:
                     if path.is_symlink():
                         continue  # links may point outside the directory: not stored
                     relative = path.relative_to(value).as_posix()
-                    archive.add(path, arcname=f"{value.name}/{relative}", recursive=False,
-                                filter=_reset)
+                    archive.add(
+                        path, arcname=f"{value.name}/{relative}", recursive=False, filter=_reset
+                    )
         return buffer.getvalue(), {"name": value.name, "directory": value.is_dir()}
 
     def load(self, data: bytes, metadata: dict[str, Any]) -> object:

@@ -54,10 +54,13 @@ class ArrowMaterializer:
 
         buffer = io.BytesIO()
         pq.write_table(value, buffer)
-        return buffer.getvalue(), {
-            "rows": value.num_rows,  # type: ignore[attr-defined]
-            "columns": list(value.column_names)[:100],  # type: ignore[attr-defined]
-        }
+        return (
+            buffer.getvalue(),
+            {
+                "rows": value.num_rows,  # type: ignore[attr-defined]
+                "columns": list(value.column_names)[:100],  # type: ignore[attr-defined]
+            },
+        )
 
     def load(self, data: bytes, metadata: dict[str, Any]) -> object:
         import pyarrow.parquet as pq

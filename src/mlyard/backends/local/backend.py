@@ -24,7 +24,6 @@ from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
 from mlyard.backends.local.fork_server import ForkServer
 from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
 from mlyard.backends.local.processes import (
-    PID_FILE_VARIABLE,
     StepProcess,
     find_process,
     is_alive,
@@ -35,6 +34,7 @@ from mlyard.errors import ConfigError, ResourceError
 from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.resources import Resources, format_size, parse_size
 from mlyard.platform.gpu_inventory import discover_gpus
+from mlyard.runtime.announce import PID_FILE_VARIABLE
 from mlyard.settings import BackendProfile, Settings
 
 
@@ -51,7 +51,9 @@ class LocalJob:
 
 
 class LocalBackend(Backend):
-    capabilities = frozenset({Capability.FRACTIONAL_GPU, Capability.GPU_TYPE, Capability.LOG_FOLLOW})
+    capabilities = frozenset(
+        {Capability.FRACTIONAL_GPU, Capability.GPU_TYPE, Capability.LOG_FOLLOW}
+    )
 
     def __init__(
         self, name: str, profile: BackendProfile, settings: Settings, store: ArtifactStore
@@ -143,8 +145,7 @@ class LocalBackend(Backend):
     def _check_resources(self, resources: Resources) -> None:
         if resources.cpus > self.total_cpus:
             raise ResourceError(
-                f"The step asks for {resources.cpus:g} CPUs; this machine has "
-                f"{self.total_cpus:g}.",
+                f"The step asks for {resources.cpus:g} CPUs; this machine has {self.total_cpus:g}.",
                 hint="Lower Resources(cpus=...) or run on a bigger backend (--backend NAME).",
             )
         if resources.memory and resources.memory > self.total_memory:

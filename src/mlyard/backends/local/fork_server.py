@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -73,7 +72,7 @@ class ForkServer:
             "argv": list(argv),
             "env": dict(environment),
             "log": str(log_path),
-            "cwd": os.getcwd(),
+            "cwd": str(Path.cwd()),
         }
         assert self._process.stdin is not None
         with self._lock:

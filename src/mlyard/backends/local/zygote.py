@@ -13,6 +13,7 @@ live on (each in its own session) for a restarted orchestrator to re-attach.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -37,10 +38,9 @@ def _preload() -> None:
     import importlib
 
     for name in PRELOADED:
-        try:
+        # Optional pieces may be missing: the child imports what it needs.
+        with contextlib.suppress(ImportError):
             importlib.import_module(name)
-        except ImportError:  # optional pieces: the child imports what it needs
-            pass
 
 
 def _child(request: dict[str, Any]) -> None:
