@@ -26,6 +26,7 @@ PRELOADED = (
     "argparse",
     "fsspec",
     "fsspec.implementations.local",
+    "s3fs",
     "mlyard.runtime.__main__",
     "mlyard.runtime.execute",
     "mlyard.artifacts.materializers",
