@@ -1,0 +1,47 @@
+"""The local backend passes the backend contract."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlyard.artifacts.store import ArtifactStore
+from mlyard.backends.base import Backend
+from mlyard.backends.registry import create_backend
+from mlyard.models.backends import JobState
+from mlyard.settings import load_settings
+from tests.contracts.backend_contract import BackendContract, make_task, wait_terminal
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(str(tmp_path / "artifacts"))
+
+
+@pytest.fixture(params=[True, False], ids=["fork-server", "plain-processes"])
+def backend(request: pytest.FixtureRequest, store: ArtifactStore) -> Iterator[Backend]:
+    settings = load_settings(
+        backends={"local": {"type": "local", "fork_server": request.param, "cpus": 2}}
+    )
+    created = create_backend("local", settings, store)
+    yield created
+    created.close()
+
+
+class TestLocalBackend(BackendContract):
+    def test_a_new_backend_instance_reattaches_to_a_running_job(
+        self, backend: Backend, store: ArtifactStore, tmp_path: Path
+    ) -> None:
+        task = make_task(store, tmp_path, "sleep", {"seconds": 1.5})
+        handle = backend.submit(task)
+        while backend.status([handle])[handle.job_id].state != JobState.RUNNING:
+            time.sleep(0.05)
+        # What a restarted orchestrator does: a fresh backend, the same handle.
+        restarted = create_backend("local", backend.settings, store)
+        assert restarted.status([handle])[handle.job_id].state == JobState.RUNNING
+        assert restarted.submit(task).job_id == handle.job_id  # nothing started twice
+        assert wait_terminal(restarted, handle).state == JobState.SUCCEEDED
+        restarted.close()
