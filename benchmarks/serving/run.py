@@ -165,14 +165,20 @@ def measure(
         )
         try:
             wait_ready(process, port, contender.ready_path)
-            return run_load(
-                "127.0.0.1",
-                port,
-                contender.path,
-                contender.body,
-                concurrency=args.concurrency,
-                seconds=args.seconds,
-            )
+            # Several rounds against the same server; the best one counts, since on a shared
+            # machine a round is only ever slowed down by other work, never sped up.
+            rounds = [
+                run_load(
+                    "127.0.0.1",
+                    port,
+                    contender.path,
+                    contender.body,
+                    concurrency=args.concurrency,
+                    seconds=args.seconds,
+                )
+                for _ in range(args.rounds)
+            ]
+            return max(rounds, key=lambda result: result.requests_per_second)
         except RuntimeError:
             print(log.read_text()[-3000:], file=sys.stderr)
             raise
@@ -206,12 +212,15 @@ def write_results(table: str, args: argparse.Namespace) -> None:
     section = (
         "## Serving\n\n"
         f"Command: `.venv/bin/python benchmarks/serving/run.py --concurrency {args.concurrency} "
-        f"--seconds {args.seconds}`  \n"
+        f"--seconds {args.seconds} --rounds {args.rounds}`  \n"
         f"Machine: {machine()}  \n"
         f"Model: scikit-learn LogisticRegression on digits (64 FP64 features), registered in a "
         f"SQLite MLflow store; one-row requests from {args.concurrency} keep-alive connections "
-        f"(closed loop, load generator on the same machine), {args.seconds} s measured after "
-        "2 s of warm-up; every server runs one worker process.\n\n"
+        f"(closed loop, load generator on the same machine); each server gets {args.rounds} "
+        f"rounds of {args.seconds} s measured after 2 s of warm-up, and its best round is shown; "
+        "every server runs one worker process under uvicorn (with httptools and "
+        "uvloop installed, which all three pick up). The machine is shared with other work, so "
+        "single rounds move by 15 % or more; the ratios hold.\n\n"
         f"{table}\n"
     )
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
@@ -223,7 +232,8 @@ def write_results(table: str, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="Length of one round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds per server; best counts.")
     parser.add_argument("--no-write", action="store_true", help="Do not touch RESULTS.md.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlyard-bench-serving-") as tmp:

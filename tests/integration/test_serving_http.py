@@ -302,7 +302,7 @@ def test_unknown_model_lists_what_exists(store: Store, reference: str, expected:
     assert expected in result.stderr
 
 
-def test_torch_model_on_two_replicas(servers: dict[str, Server]) -> None:
+def test_torch_model_on_two_replicas_that_drain_together(servers: dict[str, Server]) -> None:
     url = servers["tiny"].url
     body = {
         "inputs": [
@@ -325,6 +325,12 @@ def test_torch_model_on_two_replicas(servers: dict[str, Server]) -> None:
         )
         == 8
     )
+    # SIGTERM to the supervisor drains every replica; all exit 0.
+    server = servers["tiny"]
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0, server.output()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/v2/health/live")
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(servers: dict[str, Server]) -> None:

@@ -87,11 +87,17 @@ def log_model(model: object, name: str, flavor: str | None = None) -> None:
             hint="Use letters, digits, '-', '_' or '.', e.g. log_model(clf, 'digits-classifier').",
         )
     chosen = flavor or guess_flavor(model)
-    step_log.models.append(LoggedModel(name=name, flavor=chosen, artifact=step_log.save_model(model)))
+    step_log.models.append(
+        LoggedModel(name=name, flavor=chosen, artifact=step_log.save_model(model))
+    )
 
 
 def guess_flavor(model: object) -> str:
     """The MLflow flavour for a model object, from the module its class comes from."""
     module = type(model).__module__.split(".")[0]
-    return {"sklearn": "sklearn", "torch": "pytorch", "xgboost": "xgboost",
-            "lightgbm": "lightgbm"}.get(module, "pyfunc")
+    return {
+        "sklearn": "sklearn",
+        "torch": "pytorch",
+        "xgboost": "xgboost",
+        "lightgbm": "lightgbm",
+    }.get(module, "pyfunc")

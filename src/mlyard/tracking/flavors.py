@@ -65,6 +65,7 @@ def save_model_locally(
                 str(path),
                 mlflow_model=mlflow_model,
                 serialization_format="pickle",
+                code_paths=user_code_paths(model_object) or None,
                 pip_requirements=_pinned("torch", "cloudpickle"),
             )
     elif flavor in ("xgboost", "lightgbm"):
@@ -83,6 +84,7 @@ def save_model_locally(
             path=str(path),
             python_model=model_object,
             mlflow_model=mlflow_model,
+            code_paths=user_code_paths(model_object) or None,
             pip_requirements=_pinned("cloudpickle"),
         )
     else:
@@ -93,6 +95,29 @@ def save_model_locally(
             "('pyfunc' takes an mlflow.pyfunc.PythonModel).",
         )
     return SavedModel(path=path, flavor=native_flavor(path))
+
+
+def user_code_paths(model_object: object) -> list[str]:
+    """The user's own modules (or top-level packages) that define the classes of a pickled
+    model, so that the saved model loads where the pipeline's code is not importable (model
+    serving). Installed distributions and the standard library are left to the requirements."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    classes = {type(model_object)}
+    modules = getattr(model_object, "modules", None)  # torch.nn.Module: every submodule
+    if callable(modules):
+        classes.update(type(child) for child in modules())
+    installed = set(packages_distributions()) | set(sys.stdlib_module_names) | {"builtins"}
+    paths: set[str] = set()
+    for top_level in {cls.__module__.split(".", 1)[0] for cls in classes} - installed:
+        module = sys.modules.get(top_level)
+        file = getattr(module, "__file__", None)
+        if top_level == "__main__" or not file:
+            continue
+        location = Path(file)
+        paths.add(str(location.parent if location.name == "__init__.py" else location))
+    return sorted(paths)
 
 
 def native_flavor(model_directory: Path) -> str:

@@ -9,6 +9,7 @@ MLflow and connection error becomes ``TrackingError`` here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import urllib.error
@@ -106,7 +107,14 @@ def mlflow_client(uri: str) -> Any:
     # Against a server, MLflow writes "View run ... at" to *stdout* on every run end, which
     # would corrupt `--json` output; mlyard prints the run URL in its own summary.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    from mlflow.tracking import MlflowClient
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError as exc:
+        raise TrackingError(
+            f"Tracking to {uri} needs MLflow, which is not installed here ({exc}).",
+            hint="pip install 'mlflow>=3', or set tracking.uri to 'none' in mlyard.toml "
+            "(MLYARD_TRACKING__URI=none) to run without tracking.",
+        ) from exc
 
     # MLflow reports migrations and registrations at INFO on stderr; mlyard summarises.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -258,7 +266,9 @@ class MlflowTracker:
                 )
                 client.log_model_artifacts(logged.model_id, str(saved.path))
         except BaseException:
-            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            # Best effort: the error to report is the one that stopped the save or upload.
+            with contextlib.suppress(Exception):
+                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
             raise
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         client.log_outputs(mlflow_run_id, [LoggedModelOutput(logged.model_id, step=0)])

@@ -22,10 +22,27 @@ ALLOWED: dict[str, set[str]] = {
     "orchestration": {"store", "artifacts", "tracking", "backends", "runtime"},
     "serving": {"artifacts", "tracking", "backends", "platform", "services"},
     "consumers": {"artifacts", "tracking", "backends", "platform", "services", "serving"},
-    "services": {"store", "artifacts", "tracking", "backends", "orchestration", "platform",
-                 "runtime"},
-    "cli": {"services", "orchestration", "store", "artifacts", "tracking", "backends",
-            "serving", "consumers", "platform", "runtime"},
+    "services": {
+        "store",
+        "artifacts",
+        "tracking",
+        "backends",
+        "orchestration",
+        "platform",
+        "runtime",
+    },
+    "cli": {
+        "services",
+        "orchestration",
+        "store",
+        "artifacts",
+        "tracking",
+        "backends",
+        "serving",
+        "consumers",
+        "platform",
+        "runtime",
+    },
 }
 
 

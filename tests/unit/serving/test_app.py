@@ -155,3 +155,30 @@ def test_ready_waits_for_every_replica(tmp_path: Path) -> None:
         assert "other replicas" in response.json()["error"]
         (tmp_path / "another-replica").touch()
         assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_requested_outputs_are_checked(client: TestClient) -> None:
+    body = {**_infer_body([1, 2, 3], [1, 3]), "outputs": [{"name": "total"}]}
+    assert client.post("/v2/models/adder/infer", json=body).json()["outputs"][0]["name"] == "total"
+    body["outputs"] = [{"name": "mean"}]
+    response = client.post("/v2/models/adder/infer", json=body)
+    assert response.status_code == 400
+    assert "no output 'mean'" in response.json()["error"]
+
+
+def test_a_model_failure_is_a_500_with_its_message() -> None:
+    def refusing_model(inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        if (inputs["features"] < 0).any():
+            raise ValueError("negative features are out of range")
+        return _sum_rows(inputs)
+
+    fragile = ServableModel(**{**MODEL.__dict__, "predict": refusing_model})
+    with TestClient(create_app(fragile, AppOptions())) as client:
+        deadline = time.monotonic() + 5
+        while client.get("/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        response = client.post("/predict", json={"instances": [[-1, 0, 0]]})
+        assert response.status_code == 500
+        assert "negative features are out of range" in response.json()["error"]
+        assert client.post("/predict", json={"instances": [[1, 0, 0]]}).status_code == 200

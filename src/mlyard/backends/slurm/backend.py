@@ -41,7 +41,7 @@ from mlyard.backends.slurm.transfer import (
     redact,
     secret_exports,
 )
-from mlyard.errors import BackendError, ConfigError
+from mlyard.errors import BackendError, ConfigError, ResourceError
 from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.resources import Resources
 from mlyard.settings import BackendProfile, Settings
@@ -206,9 +206,16 @@ class SlurmBackend(Backend):
         if not open_handles:
             return statuses
         ids = ",".join(h.job_id for h in open_handles)
-        queue = self.shell.run(f"squeue -h --states=all -j {ids} -o '{SQUEUE_FORMAT}' 2>/dev/null")
-        if queue.exit_status not in (0, 1):
-            raise BackendError(f"squeue failed on the cluster: {queue.output}")
+        queue = self.shell.run(f"squeue -h --states=all -j {ids} -o '{SQUEUE_FORMAT}'")
+        # squeue answers "Invalid job id" when every job asked for was purged (MinJobAge):
+        # those are looked up in accounting. Any other failure (controller down) must not be
+        # taken for jobs that ended.
+        if not queue.ok and "Invalid job id" not in queue.stderr:
+            raise BackendError(
+                f"squeue failed on the cluster: {queue.output}",
+                hint="SLURM's controller may be restarting; mlyard polls again, and "
+                "`mlyard runs resume` re-attaches to the jobs later.",
+            )
         queued = parse_squeue(queue.stdout)
         ended: list[JobHandle] = []
         for handle in open_handles:
@@ -335,6 +342,14 @@ class SlurmBackend(Backend):
 
     def _check_resources(self, resources: Resources) -> None:
         gres_option(resources, self.slurm)  # refuses fractional GPUs without a shard GRES
+        if resources.launcher is not None:
+            # Until the launchers exist, a distributed step would run as one process and wait
+            # forever for its peers: refuse it before anything is submitted.
+            raise ResourceError(
+                f"The slurm backend cannot start launcher={resources.launcher!r} steps yet.",
+                hint="Leave launcher unset: with nodes=N the step runs on the job's first node "
+                "with the allocation in SLURM_JOB_NODELIST, MASTER_ADDR and MASTER_PORT set.",
+            )
 
 
 def _shell_path(path: str) -> str:

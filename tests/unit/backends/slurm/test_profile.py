@@ -10,12 +10,13 @@ from mlyard.settings import BackendProfile
 
 
 def profile(**fields: object) -> BackendProfile:
-    return BackendProfile(type="slurm", **fields)
+    return BackendProfile.model_validate({"type": "slurm", **fields})
 
 
 def test_defaults_and_fields() -> None:
     loaded = load_slurm_profile(
-        "hpc", profile(host="login.example.org", user="me", partition="gpu", setup=["module load x"])
+        "hpc",
+        profile(host="login.example.org", user="me", partition="gpu", setup=["module load x"]),
     )
     assert loaded.port == 22
     assert loaded.data_route == "s3"

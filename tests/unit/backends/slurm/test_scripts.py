@@ -69,14 +69,16 @@ def test_script_runs_setup_lines_checked_then_the_runtime() -> None:
         runtime_command=["python3", "-m", "mlyard.runtime", "s3://b/tasks/a/task.json"],
         setup=["module load pytorch", "source ~/venv/bin/activate"],
         environment={"OMP_NUM_THREADS": "4"},
+        done_marker="/w/jobs/a.done",
     )
     script = render_job_script(job, Resources(nodes=2, launcher="torchrun"), PROFILE)
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash"
+    assert "trap 'touch /w/jobs/a.done' EXIT" in lines
     assert "#SBATCH --nodes=2" in lines
     setup = [line for line in lines if line.startswith("module load pytorch ||")]
     assert setup and "exit 97" in setup[0]
     assert "export OMP_NUM_THREADS=4" in lines
     assert "export WORLD_SIZE=2" in lines
-    assert lines[-1] == "exec python3 -m mlyard.runtime s3://b/tasks/a/task.json"
+    assert lines[-1] == "python3 -m mlyard.runtime s3://b/tasks/a/task.json"
     assert "AWS_SECRET_ACCESS_KEY" not in script

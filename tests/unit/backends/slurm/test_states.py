@@ -56,6 +56,8 @@ def test_failure_reasons() -> None:
     setup = map_state(SlurmJobFacts("1", "FAILED", exit_code=97)).reason or ""
     assert "setup lines failed" in setup
     assert "signal 9" in (map_state(SlurmJobFacts("1", "FAILED", signal=9)).reason or "")
+    killed = SlurmJobFacts("1", "FAILED", signal=9, memory_bytes=200 * 1024**2)
+    assert "memory limit of 200M" in (map_state(killed).reason or "")
 
 
 def test_normalize_state() -> None:

@@ -1,0 +1,45 @@
+"""Replica plumbing that needs no model: CPU environments, sockets, shared readiness."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from mlyard.errors import ResourceError
+from mlyard.serving.replicas import SharedReadiness, bind_socket, lease_devices
+
+
+def test_without_gpus_every_replica_runs_on_cpu() -> None:
+    environments, release = lease_devices(0.0, 3)
+    assert environments == [{"CUDA_VISIBLE_DEVICES": ""}] * 3
+    release()
+
+
+def test_replicas_share_a_port_with_reuse_port() -> None:
+    first = bind_socket("127.0.0.1", 0, reuse_port=True)
+    port = first.getsockname()[1]
+    second = bind_socket("127.0.0.1", port, reuse_port=True)
+    try:
+        assert second.getsockname()[1] == port
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_taken_port_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ResourceError, match="Could not bind") as caught:
+            bind_socket("127.0.0.1", taken.getsockname()[1], reuse_port=False)
+        assert caught.value.hint is not None and "--port" in caught.value.hint
+
+
+def test_shared_readiness_counts_ready_replicas(tmp_path: Path) -> None:
+    readiness = SharedReadiness(tmp_path, expected=2)
+    readiness.mark_ready()
+    assert not readiness.all_ready()
+    (tmp_path / "other-replica").touch()
+    assert readiness.all_ready()
