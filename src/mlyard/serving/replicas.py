@@ -99,20 +99,10 @@ def lease_devices(gpus: float, replicas: int) -> tuple[list[dict[str, str]], Cal
     if gpus <= 0:
         # No GPU asked for: hide GPUs so frameworks stay on CPU.
         return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(replicas)], lambda: None
+    from mlyard.backends.local.gpu_allocator import GpuAllocator
     from mlyard.models.resources import Resources
+    from mlyard.platform.gpu_inventory import discover_gpus
 
-    try:
-        from mlyard.backends.local.gpu_allocator import (  # type: ignore[import-not-found,unused-ignore]
-            GpuAllocator,
-        )
-        from mlyard.platform.gpu_inventory import (  # type: ignore[import-not-found,unused-ignore]
-            discover_gpus,
-        )
-    except ImportError as exc:
-        raise ResourceError(
-            "GPU leasing is not available in this installation.",
-            hint="Serve on CPU (leave out --gpus) or install mlyard with the gpu extra.",
-        ) from exc
     request = Resources(gpus=gpus)
     allocator = GpuAllocator(discover_gpus())
     allocator.check_satisfiable(request)
