@@ -11,7 +11,7 @@ from mlyard.artifacts.materializers import load_value, save_value
 from mlyard.artifacts.store import ArtifactStore, read_uri
 from mlyard.errors import ArtifactError
 from tests.conftest import ServiceStarter
-from tests.e2e.cli import EXAMPLES, mlyard, mlyard_json
+from tests.e2e.cli import EXAMPLES, PROJECTS, mlyard, mlyard_json
 
 pytestmark = pytest.mark.integration
 QUICKSTART = str(EXAMPLES / "quickstart" / "pipeline.py")
@@ -95,3 +95,31 @@ def test_unreachable_database_is_explained() -> None:
     assert done.returncode == 1
     assert "Cannot reach the metadata database" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_steps_log_live_to_a_reachable_mlflow_server(
+    services: ServiceStarter, tmp_path: Path
+) -> None:
+    tracking = services("mlflow")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    counting = str(PROJECTS / "counting" / "counting.py")
+    env = {"MLYARD_TRACKING__URI": tracking["MLFLOW_TRACKING_URI"], "MLYARD_TRACKING__LIVE": "1"}
+    view = mlyard_json(
+        "run", f"{counting}:chain", "-p", f"marker_dir={markers}", "-p", "seconds=0.5", env=env
+    )
+    assert view["state"] == "SUCCEEDED", view.get("error")
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking["MLFLOW_TRACKING_URI"])
+    parent = client.get_run(view["mlflow_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    slow = [r for r in children if r.data.tags.get("mlyard.step") == "slow"]
+    assert len(slow) == 1  # the run the step created live is the one the orchestrator used
+    history = client.get_metric_history(slow[0].info.run_id, "slept")
+    assert [m.value for m in history] == [0.5]  # sent live once, not replayed again
+    assert "usage.wall_seconds" in slow[0].data.metrics

@@ -17,10 +17,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from mlyard.errors import ResourceError
-from mlyard.settings import BackendProfile, Settings
 from mlyard.models.backends import JobHandle, JobStatus
 from mlyard.models.resources import Resources
 from mlyard.models.tasks import TaskSpec
+from mlyard.settings import BackendProfile, Settings
 
 if TYPE_CHECKING:
     from mlyard.artifacts.store import ArtifactStore

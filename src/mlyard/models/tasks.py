@@ -130,7 +130,12 @@ class TaskResult(BaseModel):
     metrics: list[MetricRecord] = Field(default_factory=list)
     params: dict[str, str] = Field(default_factory=dict)
     models: list[LoggedModel] = Field(default_factory=list)
-    metrics_logged_live: bool = False
+    live_metrics_sent: int = Field(
+        default=0, ge=0, description="How many of ``metrics`` (a prefix) reached MLflow live."
+    )
+    mlflow_run_id: str | None = Field(
+        default=None, description="The step's MLflow run, when the step created it (live)."
+    )
     usage: Usage = Field(default_factory=Usage)
     error: StepErrorInfo | None = None
     started_at: datetime

@@ -12,7 +12,14 @@ from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, SubmittedTask
 from mlyard.models.backends import JobState, JobStatus
 from mlyard.models.runs import StepState
-from mlyard.models.tasks import ArtifactRef, CodePackage, TaskResult, TaskSpec, Usage
+from mlyard.models.tasks import (
+    ArtifactRef,
+    CodePackage,
+    TaskResult,
+    TaskSpec,
+    TrackingTarget,
+    Usage,
+)
 from mlyard.orchestration.accounting import merge_usage, with_cost
 from mlyard.orchestration.cache import cache_key
 from mlyard.orchestration.run_state import StepRecord, write_through
@@ -66,6 +73,8 @@ class AttemptLauncher:
         self.artifacts = artifacts
         self.backend = backend
         self.run = run
+        #: Where steps may log live; None: they buffer and the orchestrator replays.
+        self.tracking_target: TrackingTarget | None = None
 
     # --- inputs --------------------------------------------------------------------------
 
@@ -149,6 +158,7 @@ class AttemptLauncher:
             resources=record.node.resources,
             environment=record.node.environment,
             artifact_store=self.artifacts.url,
+            tracking=self.tracking_target or TrackingTarget(),
         )
         self.artifacts.write_document(attempt_id, TASK_DOCUMENT, spec.model_dump_json().encode())
         attempt = AttemptRow(

@@ -20,6 +20,7 @@ from mlyard.backends.base import Backend
 from mlyard.models.backends import JobState, JobStatus
 from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, StepState
+from mlyard.models.tasks import TrackingTarget
 from mlyard.orchestration.attempts import AttemptLauncher, AttemptOutcome, read_outcome
 from mlyard.orchestration.run_state import StepRecord, write_through
 from mlyard.orchestration.step_tracking import StepTracking, TrackingQueue
@@ -47,12 +48,14 @@ class Orchestrator:
         backend: Backend,
         tracker: Tracker,
         observer: RunObserver | None = None,
+        live_tracking: bool = False,
     ) -> None:
         self.metadata = metadata
         self.artifacts = artifacts
         self.backend = backend
         self.tracker = tracker
         self.observer = observer
+        self.live_tracking = live_tracking
         self.warnings: list[str] = []
         self.run: RunRow
         self.steps: dict[str, StepRecord] = {}
@@ -76,6 +79,8 @@ class Orchestrator:
             finished_at=None,
             error=None,
         )
+        if self.live_tracking:
+            self._prepare_live_tracking()
         self._replay_untracked()
         try:
             self._loop()
@@ -85,6 +90,19 @@ class Orchestrator:
         finally:
             self.tracking_queue.close()
         return self.run
+
+    def _prepare_live_tracking(self) -> None:
+        """Steps that can reach MLflow log live into nested runs of the parent made here."""
+        self.tracking.start_run(self.run)
+        experiment = getattr(self.tracker, "experiment_id", None)
+        if self.run.mlflow_run_id is None or experiment is None:
+            return
+        self.launcher.tracking_target = TrackingTarget(
+            uri=getattr(self.tracker, "uri", None),
+            experiment_id=experiment(),
+            run_id=self.run.mlflow_run_id,
+            live=True,
+        )
 
     def _replay_untracked(self) -> None:
         """Steps that ended while MLflow was not yet told (a killed orchestrator): tell it now."""

@@ -76,7 +76,12 @@ class StepTracking:
             return
         result = outcome.result
         try:
-            mlflow_id = self.tracker.start_step_run(run.mlflow_run_id, record.node.name, attempt.id)
+            if result is not None and result.mlflow_run_id:
+                mlflow_id = result.mlflow_run_id  # the step created its run and logged live
+            else:
+                mlflow_id = self.tracker.start_step_run(
+                    run.mlflow_run_id, record.node.name, attempt.id
+                )
             params = {
                 name: binding.value
                 for name, binding in record.node.inputs.items()
@@ -86,8 +91,14 @@ class StepTracking:
                 params.update(result.params)
             if params:
                 self.tracker.log_params(mlflow_id, params)
-            if result is not None and result.metrics and not result.metrics_logged_live:
-                self.tracker.log_metrics(mlflow_id, result.metrics)
+            if result is not None:
+                unsent = (
+                    result.metrics[result.live_metrics_sent :]
+                    if result.mlflow_run_id
+                    else (result.metrics)
+                )
+                if unsent:
+                    self.tracker.log_metrics(mlflow_id, unsent)
             self.tracker.log_usage(mlflow_id, outcome.usage)
             versions = []
             if outcome.succeeded and result is not None and result.models:

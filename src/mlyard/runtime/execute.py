@@ -18,6 +18,7 @@ from mlyard.artifacts.materializers import load_value, save_value
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.models.tasks import StepErrorInfo, TaskResult, TaskSpec, Usage
 from mlyard.runtime.code import ensure_code_package, import_step_function
+from mlyard.runtime.live_metrics import LiveMetrics
 from mlyard.runtime.usage import UsageMeter
 from mlyard.tracking.context import StepLog, install_step_log, reset_step_log
 
@@ -38,7 +39,11 @@ def run_task(spec: TaskSpec, store: ArtifactStore) -> TaskResult:
         return TaskResult.model_validate_json(existing)
     os.environ[IN_STEP_VARIABLE] = "1"
     started = datetime.now(UTC)
-    step_log = StepLog(save_model=lambda model: save_value(store, model))
+    live = LiveMetrics(spec.tracking, spec.step_name, spec.attempt_id)
+    step_log = StepLog(
+        save_model=lambda model: save_value(store, model),
+        on_metric=live.add if live.start() else None,
+    )
     devices = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
     meter = UsageMeter(gpus=spec.resources.gpus if devices else 0.0, gpu_devices=devices)
     metered = False
@@ -60,9 +65,12 @@ def run_task(spec: TaskSpec, store: ArtifactStore) -> TaskResult:
         outputs = {
             name: save_value(store, output) for name, output in _split_outputs(spec, value).items()
         }
+        live.finish()
         result = TaskResult(
             attempt_id=spec.attempt_id,
             status="succeeded",
+            live_metrics_sent=live.sent,
+            mlflow_run_id=live.run_id,
             outputs=outputs,
             metrics=step_log.metrics,
             params=step_log.params,
@@ -74,9 +82,12 @@ def run_task(spec: TaskSpec, store: ArtifactStore) -> TaskResult:
         )
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
+        live.finish()
         result = TaskResult(
             attempt_id=spec.attempt_id,
             status="failed",
+            live_metrics_sent=live.sent,
+            mlflow_run_id=live.run_id,
             metrics=step_log.metrics,
             params=step_log.params,
             usage=meter.usage() if metered else Usage(),

@@ -144,12 +144,18 @@ def execute_run(
         backend=backend,
         tracker=workspace.tracker,
         observer=observe,
+        live_tracking=_live_tracking(workspace.settings),
     )
     try:
         orchestrator.execute(run_id)
     finally:
         backend.close()
     return show_run(workspace, run_id, warnings=orchestrator.warnings)
+
+
+def _live_tracking(settings: Settings) -> bool:
+    uri = settings.tracking_uri or ""
+    return settings.tracking.live and uri.startswith(("http://", "https://"))
 
 
 def resume_run(

@@ -24,7 +24,15 @@ class StepLog:
     """The buffer one step attempt logs into."""
 
     save_model: SaveModel
+    #: Called with every metric as it is logged (live logging to MLflow), when set.
+    on_metric: Callable[[MetricRecord], None] | None = None
     metrics: list[MetricRecord] = field(default_factory=list)
+
+    def add_metric(self, record: MetricRecord) -> None:
+        self.metrics.append(record)
+        if self.on_metric is not None:
+            self.on_metric(record)
+
     params: dict[str, str] = field(default_factory=dict)
     models: list[LoggedModel] = field(default_factory=list)
 
@@ -54,7 +62,7 @@ def _active(call: str) -> StepLog:
 
 def log_metric(key: str, value: float, step: int = 0) -> None:
     """Record one metric value of the running step (e.g. per epoch with ``step=epoch``)."""
-    _active("log_metric").metrics.append(
+    _active("log_metric").add_metric(
         MetricRecord(key=key, value=float(value), step=step, timestamp_ms=int(time.time() * 1000))
     )
 
@@ -63,10 +71,10 @@ def log_metrics(metrics: Mapping[str, float], step: int = 0) -> None:
     """Record several metrics of the running step at once."""
     step_log = _active("log_metrics")
     now_ms = int(time.time() * 1000)
-    step_log.metrics.extend(
-        MetricRecord(key=k, value=float(v), step=step, timestamp_ms=now_ms)
-        for k, v in metrics.items()
-    )
+    for key, value in metrics.items():
+        step_log.add_metric(
+            MetricRecord(key=key, value=float(value), step=step, timestamp_ms=now_ms)
+        )
 
 
 def log_params(params: Mapping[str, Any]) -> None:

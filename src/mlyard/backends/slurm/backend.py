@@ -24,6 +24,7 @@ from mlyard.backends.slurm.accounting import (
     parse_scontrol_records,
     parse_squeue,
 )
+from mlyard.backends.slurm.environment import ensure_environment
 from mlyard.backends.slurm.profile import load_slurm_profile
 from mlyard.backends.slurm.scripts import (
     SETUP_FAILED_EXIT,
@@ -41,7 +42,7 @@ from mlyard.backends.slurm.transfer import (
     redact,
     secret_exports,
 )
-from mlyard.errors import BackendError, ConfigError, ResourceError
+from mlyard.errors import BackendError, ResourceError
 from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.resources import Resources
 from mlyard.settings import BackendProfile, Settings
@@ -62,11 +63,6 @@ class SlurmBackend(Backend):
     ) -> None:
         super().__init__(name, profile, settings, store)
         self.slurm = load_slurm_profile(name, profile)
-        if self.slurm.env == "auto":
-            raise ConfigError(
-                f"Backend {name!r}: env = 'auto' is not available yet.",
-                hint="Use env = 'setup' with setup lines that activate a Python with mlyard.",
-            )
         capabilities = {Capability.MULTI_NODE, Capability.GPU_TYPE, Capability.LOG_FOLLOW}
         if self.slurm.gres_shard:
             capabilities.add(Capability.FRACTIONAL_GPU)
@@ -78,6 +74,7 @@ class SlurmBackend(Backend):
         self._scripts: dict[str, str] = {}
         #: Done markers of jobs not yet seen ending, by job id.
         self._markers: dict[str, str] = {}
+        self._venv: str | None = None
 
     # --- connection and layout ----------------------------------------------------------------
 
@@ -172,7 +169,8 @@ class SlurmBackend(Backend):
         environment: dict[str, str] | None = None,
     ) -> str:
         """The job script of one attempt (no secrets in it: it is stored and shown)."""
-        command = [self.slurm.python, "-m", "mlyard.runtime", prepared.task_uri]
+        setup, python = self._job_environment()
+        command = [python, "-m", "mlyard.runtime", prepared.task_uri]
         if prepared.endpoint_url:
             command += ["--endpoint-url", prepared.endpoint_url]
         job = JobScript(
@@ -180,11 +178,21 @@ class SlurmBackend(Backend):
             log_path=f"{self.workdir}/logs/{attempt_id}.log",
             workdir=self.workdir,
             runtime_command=command,
-            setup=self.slurm.setup,
+            setup=setup,
             environment=environment or {},
             done_marker=_done_marker(f"{self.workdir}/jobs", attempt_id),
         )
         return render_job_script(job, resources, self.slurm)
+
+    def _job_environment(self) -> tuple[list[str], str]:
+        """Setup lines and interpreter of jobs; with env = 'auto' the managed venv (created
+        on first use, then reused by every run with the same recipe)."""
+        if self.slurm.env != "auto":
+            return list(self.slurm.setup), self.slurm.python
+        if self._venv is None:
+            self._venv = ensure_environment(self.shell, self.slurm, self.workdir)
+        activate = f"source {shlex.quote(self._venv + '/bin/activate')}"
+        return [*self.slurm.setup, activate], "python"
 
     # --- status ---------------------------------------------------------------------------------
 

@@ -45,6 +45,11 @@ class SlurmProfile(BaseModel):
         description="'setup': the setup lines provide Python with mlyard; 'auto': mlyard "
         "creates a venv in remote_workdir.",
     )
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="With env = 'auto': pip requirements installed into the environment "
+        "(e.g. 'mlyard==0.1.0', 'torch>=2.1'); what the base Python has is reused.",
+    )
     python: str = Field(
         default="python3", description="Interpreter that runs `python -m mlyard.runtime`."
     )
