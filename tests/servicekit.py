@@ -23,7 +23,7 @@ def _script_environment() -> dict[str, str]:
     return environment
 
 
-class ServiceUnavailable(RuntimeError):
+class ServiceStartError(RuntimeError):
     """The service script failed; the message carries its output."""
 
 
@@ -40,7 +40,7 @@ def start_service(name: str, state_dir: Path, timeout: float = 300.0) -> dict[st
             env=_script_environment(),
         )
         if done.returncode != 0:
-            raise ServiceUnavailable(
+            raise ServiceStartError(
                 f"scripts/services/{name}.sh {' '.join(action)} failed "
                 f"(exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
             )

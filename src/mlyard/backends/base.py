@@ -143,7 +143,7 @@ class Backend(ABC):
         """How much the orchestrator may run at once on this backend."""
         return Capacity()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the backend may not be used afterwards."""
 
     # --- for subclasses -----------------------------------------------------------------

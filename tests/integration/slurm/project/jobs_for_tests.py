@@ -25,3 +25,9 @@ def hog_memory(megabytes: int, seconds: float) -> int:
         block[index] = 1  # touch every page so it counts as resident
     time.sleep(seconds)
     return len(block)
+
+
+def interpreter_prefix() -> str:
+    import sys
+
+    return sys.prefix
