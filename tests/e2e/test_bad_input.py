@@ -96,3 +96,40 @@ def test_unreachable_mlflow_and_s3() -> None:
 
 def test_unknown_run_id() -> None:
     _fails_cleanly("runs", "show", "doesnotexist", expected="No run with id", code=3)
+
+
+def test_step_called_at_import_time_and_recursive_pipeline(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.py"
+    outside.write_text(
+        "from mlyard import pipeline, step\n"
+        "@step\n"
+        "def one() -> int:\n    return 1\n"
+        "one()\n"
+        "@pipeline\n"
+        "def p() -> None:\n    one()\n"
+    )
+    _fails_cleanly("run", str(outside), expected="called outside a pipeline")
+    loop = tmp_path / "loop.py"
+    loop.write_text(
+        "from mlyard import pipeline, step\n"
+        "@step\n"
+        "def one() -> int:\n    return 1\n"
+        "@pipeline\n"
+        "def again() -> None:\n    one()\n    again.definition.function()\n"
+    )
+    _fails_cleanly("run", str(loop), expected="calls itself without end (a cycle)")
+
+
+def test_several_pipelines_without_a_name(tmp_path: Path) -> None:
+    path = tmp_path / "several.py"
+    path.write_text(
+        "from mlyard import pipeline, step\n"
+        "@step\n"
+        "def one() -> int:\n    return 1\n"
+        "@pipeline\n"
+        "def a() -> None:\n    one()\n"
+        "@pipeline\n"
+        "def b() -> None:\n    one()\n"
+    )
+    _fails_cleanly("run", str(path), expected="several pipelines: a, b")
+    _fails_cleanly("run", str(tmp_path / "nothing_here.py"), expected="No pipeline file")

@@ -12,13 +12,14 @@ from mlyard.artifacts.materializers.base import type_module
 def _is_json_value(value: object, depth: int = 0) -> bool:
     if depth > 100:
         return False
-    if value is None or isinstance(value, bool | int | str):
+    # Exact types: subclasses (numpy scalars, enums) belong to their own materializers.
+    if value is None or type(value) in (bool, int, str):
         return True
-    if isinstance(value, float):
+    if type(value) is float:
         return value == value and value not in (float("inf"), float("-inf"))
-    if isinstance(value, list):
+    if type(value) is list:
         return all(_is_json_value(v, depth + 1) for v in value)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return all(isinstance(k, str) and _is_json_value(v, depth + 1) for k, v in value.items())
     return False
 

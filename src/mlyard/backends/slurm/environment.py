@@ -47,12 +47,18 @@ def bootstrap_command(profile: SlurmProfile, workdir: str) -> tuple[str, str]:
         else ""
     )
     python = shlex.quote(profile.python)
+    quoted_venv = shlex.quote(venv)
+    # Layer over the base interpreter's packages (addsitedir also runs its .pth files, e.g.
+    # editable installs): what it has is not installed again.
+    base_site = (
+        "import sysconfig; "
+        'print("import site; site.addsitedir(%r)" % sysconfig.get_paths()["purelib"])'
+    )
+    venv_site = 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
     build = (
-        f"{setup}rm -rf {shlex.quote(venv)} && {python} -m venv {shlex.quote(venv)} && "
-        # Layer over the base interpreter's packages: what it has is not installed again.
-        f"{python} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])' > "
-        f'"$({shlex.quote(venv)}/bin/python -c '
-        '\'import sysconfig; print(sysconfig.get_paths()["purelib"])\')/_mlyard_base.pth" && '
+        f"{setup}rm -rf {quoted_venv} && {python} -m venv {quoted_venv} && "
+        f"{python} -c {shlex.quote(base_site)} > "
+        f'"$({quoted_venv}/bin/python -c {shlex.quote(venv_site)})/_mlyard_base.pth" && '
         f"{install}touch {shlex.quote(venv + '/' + READY_MARKER)} && echo created"
     )
     command = (

@@ -45,3 +45,12 @@ def test_bad_values_name_their_field(fields: dict[str, object], named: str) -> N
 
 def test_login_node_local_needs_no_host() -> None:
     assert load_slurm_profile("hpc", profile(login_node_local=True)).host is None
+
+
+def test_the_auto_environment_key_follows_its_recipe() -> None:
+    from mlyard.backends.slurm.environment import environment_key
+
+    base = load_slurm_profile("hpc", profile(host="h", env="auto", requirements=["torch"]))
+    same = load_slurm_profile("hpc", profile(host="h", env="auto", requirements=["torch"]))
+    other = load_slurm_profile("hpc", profile(host="h", env="auto", requirements=["torch<2"]))
+    assert environment_key(base) == environment_key(same) != environment_key(other)
