@@ -47,7 +47,7 @@ def test_each_type_gets_its_materializer_and_round_trips(store: ArtifactStore) -
         if isinstance(value, np.ndarray):
             assert np.array_equal(loaded, value)  # type: ignore[arg-type]
             assert ref.metadata["shape"] == [2, 3]
-        elif isinstance(value, pd.DataFrame | pd.Series) or isinstance(value, pa.Table):
+        elif isinstance(value, pd.DataFrame | pd.Series | pa.Table):
             assert value.equals(loaded)
         elif isinstance(value, torch.Tensor):
             assert torch.equal(value, loaded)  # type: ignore[arg-type]
