@@ -64,7 +64,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$cluster/munge/munge.socket
+# cred_expire also delays the restart of a requeued job (default 120 s): short for tests.
+AuthInfo=socket=$cluster/munge/munge.socket,cred_expire=10
 StateSaveLocation=$cluster/state
 SlurmdSpoolDir=$cluster/spool
 SlurmctldPidFile=$cluster/run/slurmctld.pid
@@ -81,6 +82,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$cluster/jobcomp.txt
 SchedulerType=sched/backfill
+# Test-sized scheduling intervals: requeued and newly eligible jobs start within seconds.
+SchedulerParameters=sched_interval=2,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
@@ -96,6 +99,9 @@ EOF
   mv "$SLURM_CONF_PATH.tmp" "$SLURM_CONF_PATH"
   chmod 644 "$SLURM_CONF_PATH"
 }
+
+# pid_alive FILE: the process whose pid FILE holds is running.
+pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 node_is_idle() { sinfo -h -p "$PARTITION" -o '%t' 2>/dev/null | grep -qx 'idle'; }
 
@@ -166,6 +172,14 @@ do_stop() {
     for _ in $(seq 1 30); do
       [ -z "$(squeue -h -p "$PARTITION" 2>/dev/null)" ] && break
       sleep 0.2
+    done
+  fi
+  if [ -f "$state_dir/slurmctld.pid" ]; then
+    # An orderly shutdown of both daemons takes ~1 s; SIGTERM alone takes ~6 s.
+    scontrol shutdown >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do
+      pid_alive "$state_dir/slurmctld.pid" || pid_alive "$state_dir/slurmd.pid" || break
+      sleep 0.1
     done
   fi
   stop_pidfile "$state_dir/slurmd.pid"

@@ -5,7 +5,8 @@
 #                            pair, start sshd on a free port; writes STATE_DIR/sshd.env with
 #                            SSH_HOST, SSH_PORT, SSH_USER, SSH_IDENTITY_FILE, SSH_KNOWN_HOSTS,
 #                            SSH_PID, SSH_HOME
-#   sshd.sh stop STATE_DIR   stop that sshd (and its sessions) by PID, remove its files
+#   sshd.sh stop STATE_DIR   stop that sshd (and its sessions) by PID, remove its files and the
+#                            test user's home of this start
 # The test user may run the Python that runs the tests ($PYTHON): start grants it traverse (x)
 # rights, by ACL, on the ancestors of that interpreter it could not enter (e.g. /root).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -66,7 +67,12 @@ do_start() {
   trap "start_failed $(printf %q "$state_dir")" EXIT
 
   ensure_test_user
-  home=$(getent passwd "$TEST_USER" | cut -d: -f6)
+  # A fresh home per start, removed by stop: what jobs leave in ~ never piles up.
+  home=$server/home
+  mkdir -p "$home"
+  chown "$TEST_USER:" "$home"
+  chmod 755 "$home"
+  usermod -d "$home" "$TEST_USER"
   python=${PYTHON:-$(command -v python3)}
   grant_traverse "$python"
   # The venv's site-packages may also live outside the test user's reach.

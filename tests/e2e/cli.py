@@ -37,10 +37,22 @@ def mlyard_json(*args: str, **kwargs: Any) -> Any:
     return json.loads(done.stdout)
 
 
+_spawned: list[subprocess.Popen[str]] = []
+
+
+def stop_spawned() -> None:
+    """Kill what ``spawn`` started and is still running (after a failed test)."""
+    while _spawned:
+        process = _spawned.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
 def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     environment = dict(os.environ)
     environment.update(env or {})
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "mlyard.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -48,6 +60,8 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
         env=environment,
         stdin=subprocess.DEVNULL,
     )
+    _spawned.append(process)
+    return process
 
 
 def runs_of(marker_dir: Path, step: str) -> int:

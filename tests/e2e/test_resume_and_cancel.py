@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from mlyard.backends.local.processes import step_processes
-from tests.e2e.cli import PROJECTS, mlyard, mlyard_json, runs_of, spawn
+from tests.e2e.cli import PROJECTS, mlyard, mlyard_json, runs_of, spawn, stop_spawned
 
 pytestmark = pytest.mark.e2e
 COUNTING = str(PROJECTS / "counting" / "counting.py")
@@ -29,7 +32,20 @@ def _wait_for_step_state(step: str, state: str, timeout: float = 60) -> str:
 
 
 def _step_processes() -> list[psutil.Process]:
-    return step_processes()
+    """Step processes of this test's runs (found by their pid files), still alive."""
+    jobs = Path(os.environ["MLYARD_HOME"]) / "local" / "jobs"
+    pids = {int(p.read_text()) for p in jobs.glob("*.pid")} if jobs.exists() else set()
+    return [p for p in step_processes() if p.pid in pids]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    """A failing test must not leave its orchestrators or steps running for the next one."""
+    yield
+    stop_spawned()
+    for process in _step_processes():
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def test_sigkilled_run_is_resumed_with_every_step_executed_once(tmp_path: Path) -> None:
@@ -75,7 +91,10 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_step_process(tmp_path: Path) -> No
         "run", f"{COUNTING}:chain", "-p", f"marker_dir={markers}", "-p", "seconds=60"
     )
     run_id = _wait_for_step_state("slow", "RUNNING")
-    assert _step_processes()
+    deadline = time.monotonic() + 20
+    while not _step_processes():  # the step writes its pid file as its first act
+        assert time.monotonic() < deadline, "the step process never appeared"
+        time.sleep(0.05)
     orchestrator.send_signal(signal.SIGINT)
     assert orchestrator.wait(timeout=30) == 130
     assert _step_processes() == []

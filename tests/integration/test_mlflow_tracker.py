@@ -75,7 +75,8 @@ def test_round_trip_over_http(server_uri: str, tmp_path: Path) -> None:
 
     assert version == "1"
     settings = load_settings(tracking={"uri": server_uri})
-    assert [m.name for m in list_models(settings)] == ["http-digits"]
+    # The server is shared by the session's tests: other tests register models too.
+    assert "http-digits" in [m.name for m in list_models(settings)]
     details = show_model(settings, "http-digits")
     assert [(v.version, v.mlyard_run_id, v.step) for v in details.versions] == [
         ("1", "run-http", "train")

@@ -6,6 +6,9 @@ orchestrator writes. PostgreSQL URLs (``postgresql://``) use psycopg 3.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +70,16 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to ``HEAD_REVISION`` with Alembic (fast no-op when it is current)."""
+    """Bring the schema to ``HEAD_REVISION`` with Alembic (fast no-op when it is current).
+
+    Several processes may open a new database at once (an orchestrator and a `runs ls`): the
+    upgrade runs under a lock and re-checks the revision inside it.
+    """
     try:
         with engine.connect() as connection:
+            if _current_revision(connection) == HEAD_REVISION:
+                return
+        with _migration_lock(engine), engine.connect() as connection:
             if _current_revision(connection) == HEAD_REVISION:
                 return
             from alembic import command
@@ -89,6 +99,40 @@ def upgrade_schema(engine: Engine) -> None:
         ) from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"Migrating the metadata database failed: {exc}") from exc
+
+
+#: Key of the PostgreSQL advisory lock held while migrating (any constant unique to mlyard).
+_ADVISORY_LOCK_KEY = 0x6D6C79617264
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migrating process at a time: a file lock for SQLite, an advisory lock for PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        lock_path = Path(database).expanduser().with_suffix(".migrate.lock")
+        with lock_path.open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_LOCK_KEY}
+                )
+                connection.commit()
+        return
+    yield
 
 
 def _current_revision(connection: Any) -> str | None:

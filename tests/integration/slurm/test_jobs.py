@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from mlyard.artifacts.store import ArtifactStore
@@ -108,3 +110,21 @@ def test_failing_setup_lines_show_their_output(
     reason = status.reason or ""
     assert "setup lines failed" in reason
     assert "module load no-such-module" in reason and "loading the toolchain" in reason
+
+
+def test_a_job_requeued_by_slurm_is_followed_not_resubmitted(
+    make_backend: BackendFactory, store: ArtifactStore
+) -> None:
+    backend = make_backend()
+    task = make_task(store, "nap", {"seconds": 3})
+    handle = backend.submit(task)
+    wait_until_state(backend, handle, lambda s: s.state is JobState.RUNNING)
+    # What SLURM does to a job whose node failed (the test runs as root, the cluster's admin).
+    subprocess.run(["scontrol", "requeue", handle.job_id], check=True)
+    seen = wait_until_state(
+        backend, handle, lambda s: s.state is JobState.PENDING or s.state.is_terminal
+    )
+    assert seen.state is JobState.PENDING, seen  # followed through the requeue, not ended
+    status = wait_for_end(backend, handle, timeout=150)
+    assert status.state is JobState.SUCCEEDED, status
+    assert backend.submit(task).job_id == handle.job_id

@@ -88,3 +88,20 @@ def test_bad_database_url_is_explained() -> None:
         MetadataStore("not a url")
     with pytest.raises(StoreError, match="Cannot reach the metadata database"):
         MetadataStore("postgresql://nobody@127.0.0.1:9/none")
+
+
+def _open_and_list(url: str) -> None:
+    MetadataStore(url).list_runs()
+
+
+def test_processes_opening_a_new_database_at_once_do_not_race(tmp_path: Path) -> None:
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_open_and_list, args=(url,)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
