@@ -14,7 +14,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE.parent / ".venv-peers"
-PEER_REQUIREMENTS = ("metaflow>=2.12", "prefect>=3,<4")
+PEER_REQUIREMENTS = (
+    "metaflow>=2.12",
+    "prefect>=3,<4",
+    # Prefect 3.8's server passes Body(min_items=...), which FastAPI >= 0.150 no longer accepts.
+    "fastapi>=0.139,<0.150",
+)
 PREFECT_FLOWS = HERE / "flows" / "prefect_flows.py"
 
 
@@ -36,7 +41,9 @@ def _has_peers(python: Path) -> bool:
     if not python.exists():
         return False
     probe = subprocess.run(
-        [str(python), "-c", "import metaflow, prefect"], capture_output=True, check=False
+        [str(python), "-c", "import metaflow, prefect.server.api.server"],
+        capture_output=True,
+        check=False,
     )
     return probe.returncode == 0
 

@@ -162,7 +162,7 @@ def benchmark(cluster: dict[str, str], state: Path, repeats: int, fanout: int) -
         f"| plain `sbatch --wait` of the same job script | {plain_median:.2f} s "
         f"| {mlyard_median - plain_median:+.2f} s | ≤ +2 s |",
         f"| plain sbatch + `squeue` every 0.25 s on the login node | {loop_median:.2f} s "
-        f"| {mlyard_median - loop_median:+.2f} s | (lower bound) |",
+        f"| {mlyard_median - loop_median:+.2f} s | (hand-written poller) |",
         "",
         "`sbatch --wait` polls the controller at growing intervals, so it notices a short "
         "job's end late; mlyard notices it from the job's done marker on the shared file "

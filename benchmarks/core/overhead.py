@@ -1,0 +1,137 @@
+"""Per-step orchestration overhead: mlyard, Metaflow and Prefect on the same trivial flows.
+
+Each repetition runs every contender once on every flow, interleaved, so load from other work on
+the machine falls on all of them alike. A step does an integer addition (microseconds), so the
+work is taken as zero and per-step overhead = wall time of the whole run / number of steps. The
+run includes the interpreter start and each tool's set-up (metadata DB, API server); the slope
+between a 10- and a 50-step chain gives the marginal cost of one more step without it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import peers
+from measure import Sample, run_timed
+from mlyard_runs import (
+    checked_run_view,
+    flow_target,
+    mlyard_command,
+    mlyard_environment,
+    mlyard_steps,
+)
+
+RUN_TIMEOUT_SECONDS = 600.0
+SMALL_CHAIN = 10
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One tool in one configuration."""
+
+    label: str
+    tool: str  # "mlyard", "metaflow" or "prefect"
+    steps: Callable[[str, int], int]
+    run: Callable[[str, int, Path], Sample]
+
+
+@dataclass
+class FlowResult:
+    """Every sample of one contender on one flow of one size."""
+
+    contender: str
+    tool: str
+    flow: str
+    n: int
+    steps: int
+    walls: list[float] = field(default_factory=list)
+
+    @property
+    def median_wall(self) -> float:
+        return statistics.median(self.walls)
+
+    @property
+    def per_step_ms(self) -> float:
+        return 1000.0 * self.median_wall / self.steps
+
+
+def contenders(peers_python: Path) -> list[Contender]:
+    """mlyard without and with MLflow tracking, Metaflow's local runtime, Prefect 3."""
+
+    def mlyard_run(tracking: bool) -> Callable[[str, int, Path], Sample]:
+        def run(flow: str, n: int, workdir: Path) -> Sample:
+            sample = run_timed(
+                mlyard_command(flow_target(flow), {"n": n}),
+                env=mlyard_environment(workdir, tracking=tracking),
+                cwd=workdir,
+                timeout_seconds=RUN_TIMEOUT_SECONDS,
+            )
+            checked_run_view(sample.stdout, expected_steps=mlyard_steps(flow, n))
+            return sample
+
+        return run
+
+    def metaflow_run(flow: str, n: int, workdir: Path) -> Sample:
+        flow_file = peers.write_metaflow_flow(flow, n, workdir)
+        return run_timed(
+            peers.metaflow_command(peers_python, flow_file, flow, n),
+            env=peers.peer_environment(workdir),
+            cwd=workdir,
+            timeout_seconds=RUN_TIMEOUT_SECONDS,
+        )
+
+    def prefect_run(flow: str, n: int, workdir: Path) -> Sample:
+        return run_timed(
+            peers.prefect_command(peers_python, flow, n),
+            env=peers.peer_environment(workdir),
+            cwd=workdir,
+            timeout_seconds=RUN_TIMEOUT_SECONDS,
+        )
+
+    return [
+        Contender("mlyard, tracking off", "mlyard", mlyard_steps, mlyard_run(tracking=False)),
+        Contender("mlyard, MLflow tracking on", "mlyard", mlyard_steps, mlyard_run(tracking=True)),
+        Contender("Metaflow local runtime", "metaflow", peers.metaflow_steps, metaflow_run),
+        Contender("Prefect 3, ephemeral server", "prefect", peers.prefect_steps, prefect_run),
+    ]
+
+
+def measure_overhead(
+    peers_python: Path, *, n: int, repetitions: int
+) -> list[FlowResult]:
+    """Chain of ``n``, fan-out of ``n`` and a chain of 10, for every contender."""
+    shapes = [("chain", n), ("fanout", n), ("chain", SMALL_CHAIN)]
+    results: dict[tuple[str, str, int], FlowResult] = {}
+    for repetition in range(1, repetitions + 1):
+        for flow, size in shapes:
+            for contender in contenders(peers_python):
+                key = (contender.label, flow, size)
+                result = results.setdefault(
+                    key,
+                    FlowResult(
+                        contender.label, contender.tool, flow, size, contender.steps(flow, size)
+                    ),
+                )
+                with tempfile.TemporaryDirectory(prefix="mlyard-bench-") as workdir:
+                    sample = contender.run(flow, size, Path(workdir))
+                result.walls.append(sample.wall_seconds)
+                print(
+                    f"  [{repetition}/{repetitions}] {contender.label:<30} {flow:>6} n={size:<3} "
+                    f"{sample.wall_seconds:7.2f} s  {1000 * sample.wall_seconds / result.steps:7.1f}"
+                    " ms/step",
+                    flush=True,
+                )
+    return list(results.values())
+
+
+def marginal_ms_per_step(results: list[FlowResult], contender: str, n: int) -> float | None:
+    """Slope of the chain's wall time between 10 and ``n`` steps, in ms per step."""
+    by_size = {r.n: r for r in results if r.contender == contender and r.flow == "chain"}
+    if SMALL_CHAIN not in by_size or n not in by_size or n == SMALL_CHAIN:
+        return None
+    big, small = by_size[n], by_size[SMALL_CHAIN]
+    return 1000.0 * (big.median_wall - small.median_wall) / (big.steps - small.steps)

@@ -1,0 +1,135 @@
+"""The embedded queue: a SQLite file that several worker processes share, no server to run.
+
+A topic is a set of rows. ``receive`` leases rows to one consumer for ``visibility`` seconds
+(default 30) and counts the delivery; ``acknowledge`` deletes them; a lease that runs out (the
+worker died) makes the row visible again: at-least-once. ``release`` ends the lease at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlyard.consumers.base import Delivery
+from mlyard.consumers.urls import BrokerUrl
+from mlyard.errors import ConfigError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    leased_until REAL NOT NULL DEFAULT 0,
+    leased_by TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (topic, leased_until, id);
+"""
+POLL_SECONDS = 0.02
+
+
+def _connect(url: BrokerUrl) -> sqlite3.Connection:
+    if not url.path or url.path == "/":
+        raise ConfigError(
+            f"The queue URL {url.redacted} names no database file.",
+            hint="Use sqlite:///path/to/queue.db?topic=NAME (three slashes, then the path).",
+        )
+    path = Path(url.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: explicit BEGIN IMMEDIATE, so two workers never lease the same row.
+    connection = sqlite3.connect(path, timeout=60, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+class SqliteQueueSource:
+    def __init__(self, url: BrokerUrl, consumer_name: str) -> None:
+        self.url = url
+        self.topic = url.option("topic")
+        self.consumer_name = consumer_name
+        self.visibility = float(url.options.get("visibility", "30"))
+        self._db = _connect(url)
+
+    def check_reachable(self) -> None:
+        self._db.execute("SELECT 1").fetchone()
+
+    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while True:
+            deliveries = self._lease(max_messages)
+            if deliveries or time.monotonic() >= deadline:
+                return deliveries
+            time.sleep(POLL_SECONDS)
+
+    def _lease(self, limit: int) -> list[Delivery]:
+        now = time.time()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute(
+                "SELECT id, payload, attempts FROM messages "
+                "WHERE topic = ? AND leased_until <= ? ORDER BY id LIMIT ?",
+                (self.topic, now, limit),
+            ).fetchall()
+            if rows:
+                self._db.executemany(
+                    "UPDATE messages SET attempts = attempts + 1, leased_until = ?, "
+                    "leased_by = ? WHERE id = ?",
+                    [(now + self.visibility, self.consumer_name, row[0]) for row in rows],
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return [
+            Delivery(payload=bytes(payload), receipt=str(row_id), attempts=attempts + 1)
+            for row_id, payload, attempts in rows
+        ]
+
+    def acknowledge(self, deliveries: Sequence[Delivery]) -> None:
+        self._db.executemany(
+            "DELETE FROM messages WHERE id = ?", [(int(d.receipt),) for d in deliveries]
+        )
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        self._db.executemany(
+            "UPDATE messages SET leased_until = 0, leased_by = NULL WHERE id = ?",
+            [(int(d.receipt),) for d in deliveries],
+        )
+
+    def lag(self) -> int | None:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM messages WHERE topic = ?", (self.topic,)
+        ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteQueueSink:
+    def __init__(self, url: BrokerUrl) -> None:
+        self.url = url
+        self.topic = url.option("topic")
+        self._db = _connect(url)
+
+    def check_reachable(self) -> None:
+        self._db.execute("SELECT 1").fetchone()
+
+    def publish(self, payloads: Sequence[bytes]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO messages (topic, payload) VALUES (?, ?)",
+                [(self.topic, payload) for payload in payloads],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._db.close()
