@@ -65,41 +65,35 @@ def run_task(spec: TaskSpec, store: ArtifactStore) -> TaskResult:
         outputs = {
             name: save_value(store, output) for name, output in _split_outputs(spec, value).items()
         }
-        live.finish()
-        result = TaskResult(
-            attempt_id=spec.attempt_id,
-            status="succeeded",
-            live_metrics_sent=live.sent,
-            mlflow_run_id=live.run_id,
-            outputs=outputs,
-            metrics=step_log.metrics,
-            params=step_log.params,
-            models=step_log.models,
-            usage=meter.usage(),
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            host=socket.gethostname(),
-        )
+        outcome: dict[str, Any] = {
+            "status": "succeeded",
+            "outputs": outputs,
+            "models": step_log.models,
+            "usage": meter.usage(),
+        }
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
-        live.finish()
-        result = TaskResult(
-            attempt_id=spec.attempt_id,
-            status="failed",
-            live_metrics_sent=live.sent,
-            mlflow_run_id=live.run_id,
-            metrics=step_log.metrics,
-            params=step_log.params,
-            usage=meter.usage() if metered else Usage(),
-            error=StepErrorInfo(
+        outcome = {
+            "status": "failed",
+            "usage": meter.usage() if metered else Usage(),
+            "error": StepErrorInfo(
                 type=type(exc).__name__,
                 message=str(exc) or type(exc).__name__,
                 traceback=traceback.format_exc(),
             ),
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            host=socket.gethostname(),
-        )
+        }
+    live.finish()
+    result = TaskResult(
+        attempt_id=spec.attempt_id,
+        live_metrics_sent=live.sent,
+        mlflow_run_id=live.run_id,
+        metrics=step_log.metrics,
+        params=step_log.params,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        host=socket.gethostname(),
+        **outcome,
+    )
     store.write_document(spec.attempt_id, RESULT_DOCUMENT, result.model_dump_json().encode())
     return result
 

@@ -1,0 +1,204 @@
+"""The "## Embedded core" section of benchmarks/RESULTS.md: machine, command, tables, verdicts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+from cached import CachedResult
+from overhead import FlowResult, marginal_ms_per_step
+from scale import ScalePoint, growth_verdict, marginal_kib_per_step
+
+RESULTS = Path(__file__).resolve().parent.parent / "RESULTS.md"
+SECTION_TITLE = "## Embedded core"
+STEP_TARGET_MS = 50.0
+PEER_FACTOR_TARGET = 10.0
+CACHED_TARGET_SECONDS = 1.5
+
+
+def machine_description() -> str:
+    """CPU model and count, memory, OS and Python, in one line."""
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as meminfo:
+        total_kib = int(meminfo.readline().split()[1])
+    return (
+        f"{model}, {os.cpu_count()} cores (shared with other work), "
+        f"{total_kib / 2**20:.0f} GiB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}, no GPU"
+    )
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def overhead_table(results: list[FlowResult], n: int) -> list[str]:
+    """One row per contender and flow, with the medians and the marginal cost per step."""
+    lines = [
+        "| tool | flow | steps | median wall s | overhead ms/step | runs (s) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for result in results:
+        if result.n != n:
+            continue
+        runs = ", ".join(f"{wall:.2f}" for wall in result.walls)
+        lines.append(
+            f"| {result.contender} | {result.flow} | {result.steps} | {result.median_wall:.2f} "
+            f"| {result.per_step_ms:.1f} | {runs} |"
+        )
+    lines += ["", "Marginal cost of one more step (slope between a 10- and a 50-step chain):", ""]
+    lines += ["| tool | 10-step chain s | marginal ms/step |", "|---|---:|---:|"]
+    for result in results:
+        if result.flow == "chain" and result.n != n:
+            slope = marginal_ms_per_step(results, result.contender, n)
+            shown = "n/a" if slope is None else f"{slope:.1f}"
+            lines.append(f"| {result.contender} | {result.median_wall:.2f} | {shown} |")
+    return lines
+
+
+def ratio_lines(results: list[FlowResult], n: int) -> list[str]:
+    """mlyard's per-step overhead against each peer's, and the two targets."""
+    def per_step(contender_prefix: str, flow: str) -> float:
+        for result in results:
+            if result.contender.startswith(contender_prefix) and (result.flow, result.n) == (
+                flow,
+                n,
+            ):
+                return result.per_step_ms
+        raise KeyError(contender_prefix)
+
+    lines = [
+        "| flow | mlyard config | ms/step | / Metaflow | / Prefect | ≤ 50 ms/step | ≥ 10x less "
+        "than Metaflow |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for flow in ("chain", "fanout"):
+        metaflow = per_step("Metaflow", flow)
+        prefect = per_step("Prefect", flow)
+        for config in ("mlyard, tracking off", "mlyard, MLflow tracking on"):
+            ours = per_step(config, flow)
+            lines.append(
+                f"| {flow} | {config.removeprefix('mlyard, ')} | {ours:.1f} "
+                f"| {ours / metaflow:.3f} ({metaflow / ours:.1f}x less) "
+                f"| {ours / prefect:.3f} ({prefect / ours:.1f}x less) "
+                f"| {_met(ours <= STEP_TARGET_MS)} "
+                f"| {_met(metaflow / ours >= PEER_FACTOR_TARGET)} |"
+            )
+    return lines
+
+
+def cached_lines(cached: CachedResult) -> list[str]:
+    on, off = cached.cached_run_tracking_on, cached.cached_run_tracking_off
+    return [
+        "| what | median s | beyond `python -c pass` s |",
+        "|---|---:|---:|",
+        f"| `python -c pass` | {cached.python_start:.3f} | 0 |",
+        f'| `python -c "import mlyard"` | {cached.import_mlyard:.3f} '
+        f"| {cached.import_mlyard - cached.python_start:.3f} |",
+        f"| quickstart, cold (first run, MLflow tracking on) | {cached.first_run:.2f} | "
+        f"{cached.beyond_start(cached.first_run):.2f} |",
+        f"| quickstart, fully cached re-run, MLflow tracking on | {on:.3f} "
+        f"| {cached.beyond_start(on):.3f} |",
+        f"| quickstart, fully cached re-run, tracking off | {off:.3f} "
+        f"| {cached.beyond_start(off):.3f} |",
+        "",
+        f"Target < {CACHED_TARGET_SECONDS} s beyond interpreter start: "
+        f"{_met(cached.beyond_start(max(on, off)) < CACHED_TARGET_SECONDS)} "
+        f"({cached.beyond_start(on):.2f} s with tracking on, {cached.beyond_start(off):.2f} s off; "
+        f"median of {cached.repetitions}, every step CACHED checked in the JSON).",
+    ]
+
+
+def scale_lines(points: list[ScalePoint], timeout_seconds: float) -> list[str]:
+    lines = [
+        "| steps | wall s | ms/step | orchestrator peak RSS MiB | KiB/step (peak / steps) "
+        "| KiB per extra step |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    slopes = iter(marginal_kib_per_step(points))
+    for point in points:
+        if point.wall_seconds is None or point.peak_rss_bytes is None:
+            lines.append(f"| {point.steps} | > {timeout_seconds:.0f} (stopped) | | | | |")
+            continue
+        slope = next(slopes)
+        lines.append(
+            f"| {point.steps} | {point.wall_seconds:.1f} | {point.ms_per_step:.1f} "
+            f"| {point.peak_rss_bytes / 2**20:.0f} | {point.kib_per_step:.0f} "
+            f"| {'' if slope is None else f'{slope:.1f}'} |"
+        )
+    time_linear, memory_linear = growth_verdict(points)
+    lines += [
+        "",
+        f"Time grows about linearly: {'yes' if time_linear else 'no'}; "
+        f"memory grows at most linearly: {'yes' if memory_linear else 'no'} "
+        "(criteria in `benchmarks/core/scale.py`).",
+    ]
+    return lines
+
+
+def build_section(
+    *,
+    command: str,
+    versions: dict[str, str],
+    repetitions: int,
+    n: int,
+    overhead: list[FlowResult] | None,
+    cached: CachedResult | None,
+    scale: list[ScalePoint] | None,
+    scale_timeout_seconds: float,
+) -> str:
+    """The whole section, from its title to the blank line before the next section."""
+    lines = [
+        SECTION_TITLE,
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine_description()}  ",
+        f"Peers: Metaflow {versions.get('metaflow', '?')} (local runtime, local datastore and "
+        f"metadata), Prefect {versions.get('prefect', '?')} (default thread-pool task runner, "
+        "ephemeral API server on SQLite), in `benchmarks/.venv-peers`; every run of every tool "
+        "starts in a fresh temporary home (metadata DB, datastore), timed from process start to "
+        "exit; steps add two integers, so the work is taken as zero.",
+        "",
+    ]
+    if overhead is not None:
+        lines += [
+            f"### Per-step overhead ({n}-step chain, fan-out of {n} + join; median of "
+            f"{repetitions})",
+            "",
+            *overhead_table(overhead, n),
+            "",
+            "Ratios (per-step overhead of mlyard / the peer's) and the targets:",
+            "",
+            *ratio_lines(overhead, n),
+            "",
+        ]
+    if cached is not None:
+        lines += ["### Fully cached re-run of the quickstart", "", *cached_lines(cached), ""]
+    if scale is not None:
+        lines += [
+            "### Scale (layered DAG, 20 wide, each step needs 2 of the layer before; tracking "
+            "off; one run per size)",
+            "",
+            *scale_lines(scale, scale_timeout_seconds),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_section(section: str) -> None:
+    """Replace this section in RESULTS.md (or append it), leaving the other sections alone."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    replacement = section.rstrip() + "\n\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _: replacement, text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + replacement
+    RESULTS.write_text(text.rstrip() + "\n")
