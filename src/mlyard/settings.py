@@ -8,7 +8,6 @@ variables, tokens from the environment.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +158,11 @@ _TOML_FILES: list[Path] = []
 def load_settings(project_dir: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once, at the entry point; ``overrides`` beat every other source."""
     project_dir = project_dir or Path.cwd()
-    candidates = [project_dir / PROJECT_CONFIG_NAME, user_config_path()]
-    _TOML_FILES[:] = [p for p in candidates if p.is_file()]
+    # The pipeline's project first, then the directory the command runs in, then the user's.
+    candidates = [project_dir / PROJECT_CONFIG_NAME, Path.cwd() / PROJECT_CONFIG_NAME]
+    candidates.append(user_config_path())
+    unique = list(dict.fromkeys(p.resolve() for p in candidates))
+    _TOML_FILES[:] = [p for p in unique if p.is_file()]
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -182,8 +184,3 @@ def _describe_validation_error(exc: ValidationError) -> str:
         location = ".".join(str(p) for p in error["loc"])
         parts.append(f"{location}: {error['msg']}")
     return "; ".join(parts)
-
-
-def environment_flag(name: str) -> bool:
-    """A boolean flag from the process environment, for entry-point decisions only."""
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

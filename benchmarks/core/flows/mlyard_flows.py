@@ -10,9 +10,9 @@ from mlyard import pipeline, step
 
 
 @step
-def source() -> int:
-    """The first value of every flow."""
-    return 0
+def source(index: int = 0) -> int:
+    """The first value of a flow (``index`` tells the sources of the layered DAG apart)."""
+    return index
 
 
 @step
@@ -28,9 +28,9 @@ def branch(value: int, index: int) -> int:
 
 
 @step
-def combine(left: int, right: int) -> int:
-    """A trivial step with two parents, for the layered DAG."""
-    return left + right
+def combine(left: int, right: int, position: int) -> int:
+    """A trivial step with two parents; ``position`` keeps every step's cache key distinct."""
+    return left + right + position
 
 
 @step
@@ -57,9 +57,11 @@ def fanout(n: int = 50) -> None:
 @pipeline
 def layered(n: int = 250, width: int = 20) -> None:
     """``n`` steps in layers of ``width``; step i of a layer needs steps i and i+1 of the last."""
-    layer = [source() for _ in range(min(width, n))]
+    layer = [source(index) for index in range(min(width, n))]
     made = len(layer)
     while made < n:
         size = min(width, n - made)
-        layer = [combine(layer[i], layer[(i + 1) % len(layer)]) for i in range(size)]
+        layer = [
+            combine(layer[i], layer[(i + 1) % len(layer)], made + i) for i in range(size)
+        ]
         made += size

@@ -13,9 +13,9 @@ def merge_usage(measured: Usage, from_backend: Usage | None) -> Usage:
     if from_backend is None:
         return measured
     fields = measured.model_dump()
-    for name, value in from_backend.model_dump().items():
-        if value not in (None, 0, 0.0, []):
-            fields[name] = value
+    # Only what the backend actually measured: a real zero (no queue wait) counts too.
+    for name in from_backend.model_fields_set:
+        fields[name] = getattr(from_backend, name)
     return Usage.model_validate(fields)
 
 

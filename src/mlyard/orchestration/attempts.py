@@ -10,6 +10,7 @@ from typing import Any
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, SubmittedTask
+from mlyard.errors import BackendError
 from mlyard.models.backends import JobState, JobStatus
 from mlyard.models.runs import StepState
 from mlyard.models.tasks import (
@@ -138,8 +139,14 @@ class AttemptLauncher:
 
     # --- submission ----------------------------------------------------------------------
 
-    def submit_new(self, record: StepRecord, steps: Mapping[str, StepRecord]) -> None:
-        """Persist a new attempt and its task document, then hand it to the backend."""
+    def submit_new(
+        self, record: StepRecord, steps: Mapping[str, StepRecord]
+    ) -> AttemptOutcome | None:
+        """Persist a new attempt and its task document, then hand it to the backend.
+
+        Returns the failed outcome when the backend refused the job (e.g. SLURM rejecting a
+        partition), so the step fails with the backend's own message; None when submitted.
+        """
         literals, single, lists = self._inputs(record, steps)
         number = len(record.attempts) + 1
         attempt_id = f"{record.row.id}.{number}"
@@ -179,25 +186,34 @@ class AttemptLauncher:
             next_attempt_at=None,
             reason=None,
         )
-        self._hand_to_backend(record, spec)
+        return self._hand_to_backend(record, spec)
 
-    def submit_persisted(self, record: StepRecord) -> None:
+    def submit_persisted(self, record: StepRecord) -> AttemptOutcome | None:
         """Submit an attempt whose task was persisted but never reached the backend."""
         attempt = record.current_attempt
         assert attempt is not None
         raw = self.artifacts.read_document(attempt.id, TASK_DOCUMENT)
         assert raw is not None, "the task document is written before the attempt row"
-        self._hand_to_backend(record, TaskSpec.model_validate_json(raw))
+        return self._hand_to_backend(record, TaskSpec.model_validate_json(raw))
 
-    def _hand_to_backend(self, record: StepRecord, spec: TaskSpec) -> None:
+    def _hand_to_backend(self, record: StepRecord, spec: TaskSpec) -> AttemptOutcome | None:
         attempt = record.current_attempt
         assert attempt is not None
         task_uri = self.artifacts.document_uri(spec.attempt_id, TASK_DOCUMENT)
-        handle = self.backend.submit(SubmittedTask(spec=spec, task_uri=task_uri))
+        try:
+            handle = self.backend.submit(SubmittedTask(spec=spec, task_uri=task_uri))
+        except BackendError as error:
+            message = error.message + (f" {error.hint}" if error.hint else "")
+            return AttemptOutcome(
+                succeeded=False,
+                status=JobStatus(state=JobState.FAILED, reason="refused by the backend"),
+                error=f"Backend {self.backend.name!r} refused the job: {message}",
+            )
         write_through(
             self.metadata, attempt, handle=handle.model_dump(mode="json"), submitted_at=utcnow()
         )
         record.started_monotonic = None
+        return None
 
     # --- endings -------------------------------------------------------------------------
 

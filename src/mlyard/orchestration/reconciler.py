@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend
+from mlyard.errors import BackendError
 from mlyard.models.backends import JobState, JobStatus
 from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, StepState
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 #: the step's own retries.
 MAX_INFRASTRUCTURE_RETRIES = 3
 HEARTBEAT_SECONDS = 1.0
+#: How long the orchestrator keeps retrying a backend it cannot reach before it gives up (the
+#: run stays resumable: its jobs keep running).
+BACKEND_OUTAGE_SECONDS = 600.0
 
 RunObserver = Callable[["Orchestrator"], None]
 
@@ -57,6 +61,7 @@ class Orchestrator:
         self.observer = observer
         self.live_tracking = live_tracking
         self.warnings: list[str] = []
+        self._unreachable_since: float | None = None
         self.run: RunRow
         self.steps: dict[str, StepRecord] = {}
 
@@ -178,7 +183,12 @@ class Orchestrator:
         }
         if not active:
             return self._resubmit_unhandled()
-        statuses = self.backend.status([handle for _, handle in active.values()])
+        try:
+            statuses = self.backend.status([handle for _, handle in active.values()])
+        except BackendError as error:
+            self._backend_unreachable(error)
+            return False
+        self._unreachable_since = None
         changed = self._resubmit_unhandled()
         for job_id, (record, _) in active.items():
             status = statuses.get(job_id)
@@ -187,13 +197,30 @@ class Orchestrator:
             changed |= self._apply_status(record, status)
         return changed
 
+    def _backend_unreachable(self, error: BackendError) -> None:
+        """Ride out a backend outage (an SSH connection down): jobs keep running meanwhile."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+            self.warnings.append(f"Backend {self.backend.name!r} unreachable: {error.message}")
+            logger.warning("backend unreachable, retrying: %s", error.message)
+        elif now - self._unreachable_since > BACKEND_OUTAGE_SECONDS:
+            raise BackendError(
+                f"Backend {self.backend.name!r} has been unreachable for "
+                f"{BACKEND_OUTAGE_SECONDS / 60:g} minutes: {error.message}",
+                hint=f"Its jobs keep running; continue with `mlyard runs resume {self.run.id}` "
+                "once it is reachable again.",
+            ) from error
+
     def _resubmit_unhandled(self) -> bool:
         """Attempts persisted but never handed to the backend (the orchestrator died between)."""
         changed = False
         for record in self.steps.values():
             attempt = record.current_attempt
             if record.state == StepState.QUEUED and attempt is not None and attempt.handle is None:
-                self.launcher.submit_persisted(record)
+                refused = self.launcher.submit_persisted(record)
+                if refused is not None:
+                    self._record_outcome(record, refused)
                 changed = True
         return changed
 
@@ -301,7 +328,9 @@ class Orchestrator:
             if self.launcher.try_cache(record, self.steps):
                 changed = True
                 continue
-            self.launcher.submit_new(record, self.steps)
+            refused = self.launcher.submit_new(record, self.steps)
+            if refused is not None:
+                self._record_outcome(record, refused)
             changed = True
         return changed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from mlyard.orchestration.code_package import build_code_package
 from mlyard.orchestration.loading import LoadedPipeline, trace_pipeline
 from mlyard.orchestration.reconciler import Orchestrator
 from mlyard.services.run_views import build_run_view
-from mlyard.settings import Settings
+from mlyard.settings import Settings, load_settings
 from mlyard.store.repository import MetadataStore, RunRow, StepRunRow, utcnow
 from mlyard.tracking.base import Tracker
 from mlyard.tracking.factory import create_tracker
@@ -185,8 +186,16 @@ def resume_run(
                 reason=None,
             )
     workspace.metadata.update(RunRow, run.id, cancel_requested=False)
-    backend = create_backend(run.backend, workspace.settings, workspace.artifacts)
+    backend = create_backend(run.backend, _run_settings(workspace, run), workspace.artifacts)
     return execute_run(workspace, run.id, backend, observer)
+
+
+def _run_settings(workspace: Workspace, run: RunRow) -> Settings:
+    """Settings as the run saw them: its project's mlyard.toml defines its backend profiles."""
+    project = Path(run.project_dir)
+    if run.backend in workspace.settings.backends or not project.is_dir():
+        return workspace.settings
+    return load_settings(project)
 
 
 def orchestrator_alive(run: RunRow) -> bool:
@@ -219,7 +228,7 @@ def cancel_run(workspace: Workspace, run_id: str) -> RunView:
                 break
             time.sleep(0.2)
         return show_run(workspace, run.id)
-    backend = create_backend(run.backend, workspace.settings, workspace.artifacts)
+    backend = create_backend(run.backend, _run_settings(workspace, run), workspace.artifacts)
     orchestrator = Orchestrator(
         metadata=workspace.metadata,
         artifacts=workspace.artifacts,
@@ -282,7 +291,8 @@ def step_logs(
         reason = "it was cached" if chosen.state == StepState.CACHED else "it has not started"
         raise RunError(f"Step {chosen.name!r} of run {view.id} has no logs: {reason}.")
     handle: JobHandle = chosen.log_handle
-    backend = create_backend(handle.backend, workspace.settings, workspace.artifacts)
+    run = workspace.metadata.get_run(view.id)
+    backend = create_backend(handle.backend, _run_settings(workspace, run), workspace.artifacts)
     yield from backend.logs(handle, follow=follow)
 
 
