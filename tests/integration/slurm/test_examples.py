@@ -62,22 +62,26 @@ def test_both_examples_run_unchanged_on_slurm(
     assert quickstart["metrics"]["evaluate.accuracy"] >= 0.8
 
     # The compute node reads the data itself: a directory the cluster user can read.
-    data = write_idx_dataset(Path(tempfile.mkdtemp(prefix="mlyard-fmnist-")) / "data")
-    for path in (data.parent, data, *data.iterdir()):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    fmnist = mlyard_json(
-        "run",
-        str(EXAMPLES / "fmnist" / "pipeline.py"),
-        "--backend",
-        "hpc",
-        "-p",
-        f"data={data}",
-        "-p",
-        "epochs=3",
-        cwd=project,
-        env=env,
-        timeout=600,
-    )
+    shared = Path(tempfile.mkdtemp(prefix="mlyard-fmnist-"))
+    try:
+        data = write_idx_dataset(shared / "data")
+        for path in (shared, data, *data.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        fmnist = mlyard_json(
+            "run",
+            str(EXAMPLES / "fmnist" / "pipeline.py"),
+            "--backend",
+            "hpc",
+            "-p",
+            f"data={data}",
+            "-p",
+            "epochs=3",
+            cwd=project,
+            env=env,
+            timeout=600,
+        )
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     assert fmnist["state"] == "SUCCEEDED", fmnist.get("error")
     assert fmnist["metrics"]["evaluate.accuracy"] >= 0.8
     assert all("#SBATCH" in (s["submit_script"] or "") for s in fmnist["steps"])
