@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class CommandFailed(RuntimeError):
+class CommandFailedError(RuntimeError):
     """A benchmarked command exited non-zero or ran past its time limit."""
 
 
@@ -41,13 +41,17 @@ def run_timed(
     cwd: Path,
     timeout_seconds: float,
 ) -> Sample:
-    """Run ``command`` to its end; raise ``CommandFailed`` on a non-zero exit or a timeout."""
+    """Run ``command`` to its end; raise ``CommandFailedError`` on a non-zero exit or a timeout."""
     stdout_path = cwd / f"stdout-{time.monotonic_ns()}.log"
     stderr_path = stdout_path.with_name(stdout_path.name.replace("stdout", "stderr"))
     with stdout_path.open("w") as stdout, stderr_path.open("w") as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(
-            list(command), env=dict(env), cwd=cwd, stdout=stdout, stderr=stderr,
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
         )
         watcher = PeakWatcher(process.pid)
@@ -65,8 +69,10 @@ def run_timed(
     stdout_path.unlink()
     stderr_path.unlink()
     if process.returncode != 0:
-        why = "ran past its time limit" if process.returncode == -9 else f"exit {process.returncode}"
-        raise CommandFailed(f"{why}: {' '.join(command)}\n{errors[-3000:]}{output[-1000:]}")
+        why = (
+            "ran past its time limit" if process.returncode == -9 else f"exit {process.returncode}"
+        )
+        raise CommandFailedError(f"{why}: {' '.join(command)}\n{errors[-3000:]}{output[-1000:]}")
     return Sample(wall_seconds=wall, peak_rss_bytes=peak, stdout=output)
 
 
@@ -105,6 +111,20 @@ class PeakWatcher:
         self._stopped.set()
         self._thread.join()
         return self._peak_kib * 1024
+
+
+def base_environment(*drop_prefixes: str) -> dict[str, str]:
+    """This process's environment without the variables of the tools under test.
+
+    ``PYTHONDONTWRITEBYTECODE`` goes too: this machine sets it, and it would make mlyard alone
+    (installed editable, so its modules were never byte-compiled by pip, unlike the peers')
+    recompile its own modules at every process start, which no normal installation does.
+    """
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key != "PYTHONDONTWRITEBYTECODE" and not key.startswith(drop_prefixes)
+    }
 
 
 def median_wall(samples: Sequence[Sample]) -> float:

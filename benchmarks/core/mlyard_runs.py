@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from measure import base_environment
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -20,7 +21,7 @@ def mlyard_environment(workdir: Path, *, tracking: bool) -> dict[str, str]:
     ``tracking=False`` sets ``MLYARD_TRACKING__URI=none`` (orchestration alone); otherwise the
     default MLflow tracking on SQLite under ``MLYARD_HOME`` is on.
     """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MLYARD_")}
+    env = base_environment("MLYARD_")
     env.update(HOME=str(workdir), MLYARD_HOME=str(workdir / "mlyard-home"))
     if not tracking:
         env["MLYARD_TRACKING__URI"] = "none"

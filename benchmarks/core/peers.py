@@ -7,10 +7,11 @@ files with the requested number of steps; Prefect's flows take ``n`` as a parame
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from measure import base_environment
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE.parent / ".venv-peers"
@@ -51,8 +52,7 @@ def _has_peers(python: Path) -> bool:
 def peer_versions(python: Path) -> dict[str, str]:
     """Installed versions of the peers, for the report."""
     script = (
-        "from importlib.metadata import version\n"
-        "print(version('metaflow'), version('prefect'))"
+        "from importlib.metadata import version\nprint(version('metaflow'), version('prefect'))"
     )
     out = subprocess.run([str(python), "-c", script], capture_output=True, text=True, check=True)
     metaflow_version, prefect_version = out.stdout.split()
@@ -61,11 +61,7 @@ def peer_versions(python: Path) -> dict[str, str]:
 
 def peer_environment(workdir: Path) -> dict[str, str]:
     """Environment for one peer run: every piece of state inside ``workdir``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "METAFLOW_", "MLYARD_"))
-    }
+    env = base_environment("PREFECT_", "METAFLOW_", "MLYARD_")
     env.update(
         HOME=str(workdir),
         USER=env.get("USER", "bench"),
@@ -103,7 +99,7 @@ def metaflow_chain_source(n: int) -> str:
     return "\n".join(lines)
 
 
-METAFLOW_FANOUT_SOURCE = '''\
+METAFLOW_FANOUT_SOURCE = """\
 from metaflow import FlowSpec, Parameter, step
 
 
@@ -133,7 +129,7 @@ class FanoutFlow(FlowSpec):
 
 if __name__ == "__main__":
     FanoutFlow()
-'''
+"""
 
 
 def metaflow_steps(flow: str, n: int) -> int:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import peers  # noqa: E402
-import report  # noqa: E402
-from cached import CachedResult, measure_cached  # noqa: E402
-from overhead import FlowResult, measure_overhead  # noqa: E402
-from scale import ScalePoint, measure_scale  # noqa: E402
+import peers
+import report
+from cached import CachedResult, measure_cached
+from overhead import FlowResult, measure_overhead
+from scale import ScalePoint, measure_scale
 
 BENCHMARKS = ("overhead", "cached", "scale")
 SCALE_SIZES = [250, 500, 1000, 2000]
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         scale = measure_scale(sizes, timeout_seconds=args.scale_timeout)
 
     section = report.build_section(
-        command=" ".join([".venv/bin/python benchmarks/core/run.py", *map(shlex.quote, argv or sys.argv[1:])]),
+        command=" ".join(
+            [".venv/bin/python benchmarks/core/run.py", *map(shlex.quote, argv or sys.argv[1:])]
+        ),
         versions=versions,
         repetitions=repetitions,
         n=args.steps,

@@ -9,11 +9,12 @@ first size step.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from measure import CommandFailed, run_timed
+from measure import CommandFailedError, run_timed
 from mlyard_runs import checked_run_view, flow_target, mlyard_command, mlyard_environment
 
 WIDTH = 20
@@ -52,7 +53,7 @@ def measure_scale(sizes: list[int], timeout_seconds: float) -> list[ScalePoint]:
                     cwd=workdir,
                     timeout_seconds=timeout_seconds,
                 )
-            except CommandFailed as exc:
+            except CommandFailedError as exc:
                 if "time limit" not in str(exc):
                     raise
                 print(f"  {size:>5} steps: over {timeout_seconds:.0f} s, stopped", flush=True)
@@ -73,7 +74,7 @@ def marginal_kib_per_step(points: list[ScalePoint]) -> list[float | None]:
     """Memory each extra step added since the previous size (None for the first size)."""
     measured = [p for p in points if p.peak_rss_bytes is not None]
     slopes: list[float | None] = [None]
-    for before, after in zip(measured, measured[1:], strict=False):
+    for before, after in itertools.pairwise(measured):
         assert before.peak_rss_bytes is not None and after.peak_rss_bytes is not None
         grown = after.peak_rss_bytes - before.peak_rss_bytes
         slopes.append(grown / 1024 / (after.steps - before.steps))

@@ -61,7 +61,5 @@ def layered(n: int = 250, width: int = 20) -> None:
     made = len(layer)
     while made < n:
         size = min(width, n - made)
-        layer = [
-            combine(layer[i], layer[(i + 1) % len(layer)], made + i) for i in range(size)
-        ]
+        layer = [combine(layer[i], layer[(i + 1) % len(layer)], made + i) for i in range(size)]
         made += size

@@ -37,12 +37,18 @@ def _connect(url: BrokerUrl) -> sqlite3.Connection:
             hint="Use sqlite:///path/to/queue.db?topic=NAME (three slashes, then the path).",
         )
     path = Path(url.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: explicit BEGIN IMMEDIATE, so two workers never lease the same row.
-    connection = sqlite3.connect(path, timeout=60, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.executescript(SCHEMA)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: explicit BEGIN IMMEDIATE, so two workers never lease the same row.
+        connection = sqlite3.connect(path, timeout=60, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(SCHEMA)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"The queue {url.redacted} cannot be opened: {exc}",
+            hint="Point the URL at a writable file path (its directory is created if missing).",
+        ) from exc
     return connection
 
 
