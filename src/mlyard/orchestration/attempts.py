@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, SubmittedTask
 from mlyard.errors import BackendError
@@ -105,8 +107,7 @@ class AttemptLauncher:
     def try_cache(self, record: StepRecord, steps: Mapping[str, StepRecord]) -> bool:
         """Reuse an earlier run's result for this step when its cache key matches."""
         key = self._cache_key(record, steps)
-        if record.row.cache_key != key:
-            write_through(self.metadata, record.row, cache_key=key)
+        record.cache_key = key  # stored with the step's next state change
         if not (record.node.cache and self.run.use_cache):
             return False
         hit = self.metadata.lookup_cache(key)
@@ -118,22 +119,24 @@ class AttemptLauncher:
             self.metadata.forget_cache_entry(key)  # its artifacts are gone: run it again
             return False
         _, single, lists = self._inputs(record, steps)
+        now = utcnow()
         with self.metadata.transaction() as session:
             self.metadata.record_outputs(
                 session, record.row.id, outputs, {n: [r] for n, r in single.items()} | lists
             )
-        now = utcnow()
-        write_through(
-            self.metadata,
-            record.row,
-            state=StepState.CACHED.value,
-            cached_from_run_id=source.run_id,
-            cached_from_step_run_id=source.id,
-            started_at=now,
-            finished_at=now,
-            reason=None,
-            usage=source.usage,
-        )
+            write_through(
+                self.metadata,
+                record.row,
+                session=session,
+                state=StepState.CACHED.value,
+                cache_key=key,
+                cached_from_run_id=source.run_id,
+                cached_from_step_run_id=source.id,
+                started_at=now,
+                finished_at=now,
+                reason=None,
+                usage=source.usage,
+            )
         record.outputs = outputs
         return True
 
@@ -176,16 +179,19 @@ class AttemptLauncher:
             infrastructure_failure=False,
             tracked=False,
         )
-        self.metadata.add(attempt)
+        with self.metadata.transaction() as session:
+            session.add(attempt)
+            write_through(
+                self.metadata,
+                record.row,
+                session=session,
+                state=StepState.QUEUED.value,
+                cache_key=record.cache_key or record.row.cache_key,
+                started_at=record.row.started_at or utcnow(),
+                next_attempt_at=None,
+                reason=None,
+            )
         record.attempts.append(attempt)
-        write_through(
-            self.metadata,
-            record.row,
-            state=StepState.QUEUED.value,
-            started_at=record.row.started_at or utcnow(),
-            next_attempt_at=None,
-            reason=None,
-        )
         return self._hand_to_backend(record, spec)
 
     def submit_persisted(self, record: StepRecord) -> AttemptOutcome | None:
@@ -243,16 +249,17 @@ class AttemptLauncher:
                     )
                 else:
                     existing.step_run_id, existing.run_id = record.row.id, self.run.id
-        self._close_attempt(attempt, outcome, StepState.SUCCEEDED, usage)
-        write_through(
-            self.metadata,
-            record.row,
-            state=StepState.SUCCEEDED.value,
-            finished_at=now,
-            reason=None,
-            error=None,
-            usage=usage.model_dump(mode="json"),
-        )
+            self._close_attempt(attempt, outcome, StepState.SUCCEEDED, usage, session=session)
+            write_through(
+                self.metadata,
+                record.row,
+                session=session,
+                state=StepState.SUCCEEDED.value,
+                finished_at=now,
+                reason=None,
+                error=None,
+                usage=usage.model_dump(mode="json"),
+            )
         record.outputs = dict(result.outputs)
 
     def _inputs_from_spec(
@@ -303,12 +310,18 @@ class AttemptLauncher:
         )
 
     def _close_attempt(
-        self, attempt: AttemptRow, outcome: AttemptOutcome, state: StepState, usage: Usage
+        self,
+        attempt: AttemptRow,
+        outcome: AttemptOutcome,
+        state: StepState,
+        usage: Usage,
+        session: Session | None = None,
     ) -> None:
         result = outcome.result
         write_through(
             self.metadata,
             attempt,
+            session=session,
             state=state.value,
             finished_at=utcnow(),
             exit_code=outcome.status.exit_code,

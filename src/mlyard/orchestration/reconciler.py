@@ -234,8 +234,17 @@ class Orchestrator:
             return False
         if status.state == JobState.RUNNING:
             if record.state != StepState.RUNNING:
-                write_through(self.metadata, attempt, state=StepState.RUNNING.value)
-                write_through(self.metadata, record.row, state=StepState.RUNNING.value, reason=None)
+                with self.metadata.transaction() as session:
+                    write_through(
+                        self.metadata, attempt, session=session, state=StepState.RUNNING.value
+                    )
+                    write_through(
+                        self.metadata,
+                        record.row,
+                        session=session,
+                        state=StepState.RUNNING.value,
+                        reason=None,
+                    )
                 record.started_monotonic = time.monotonic()
                 return True
             return False

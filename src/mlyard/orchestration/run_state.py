@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from mlyard.models.backends import JobHandle
 from mlyard.models.pipelines import StepNode
 from mlyard.models.runs import StepState
@@ -22,6 +24,8 @@ class StepRecord:
     attempts: list[AttemptRow] = field(default_factory=list)
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     started_monotonic: float | None = None
+    #: The cache key computed at scheduling, stored with the next state change.
+    cache_key: str | None = None
 
     @property
     def state(self) -> StepState:
@@ -41,10 +45,23 @@ class StepRecord:
         return JobHandle.model_validate(attempt.handle)
 
 
-def write_through(metadata: MetadataStore, row: Base, **fields: Any) -> None:
-    """Persist ``fields`` first, then apply them to the in-memory row (persist-before-act)."""
+def write_through(
+    metadata: MetadataStore, row: Base, *, session: Session | None = None, **fields: Any
+) -> None:
+    """Persist ``fields`` first, then apply them to the in-memory row (persist-before-act).
+
+    With ``session``, the write joins that transaction (several changes, one commit).
+    """
     key = _primary_key(row)
-    metadata.update(type(row), key, **fields)
+    if session is None:
+        metadata.update(type(row), key, **fields)
+    else:
+        stored = session.get(type(row), key)
+        if stored is None:
+            session.add(row)
+        else:
+            for name, value in fields.items():
+                setattr(stored, name, value)
     for name, value in fields.items():
         setattr(row, name, value)
 

@@ -61,11 +61,14 @@ class _TreeMemorySampler(threading.Thread):
         except Exception:  # no psutil: getrusage alone still gives a peak
             logger.debug("process-tree memory sampling unavailable", exc_info=True)
             return
-        while True:
+        # The first reading after one interval: a step shorter than that is covered by the
+        # kernel's peak (ru_maxrss), and scanning the process tree costs milliseconds.
+        sampled = False
+        while not self._stopping.wait(self.interval):
             self.sample(process)
-            if self._stopping.wait(self.interval):
-                self.sample(process)  # one last reading at the end of the step
-                return
+            sampled = True
+        if sampled:
+            self.sample(process)  # one last reading at the end of the step
 
     def sample(self, process: Any) -> None:
         """Add one reading of the tree's RSS; a child exiting mid-reading is simply skipped."""
