@@ -15,13 +15,19 @@ from overhead import (
     FlowResult,
     marginal_ms_per_step,
 )
-from scale import ScalePoint, growth_verdict, marginal_kib_per_step
+from scale import TIME_GROWTH_LIMIT, ScalePoint, growth_verdict, marginal_kib_per_step
 
 RESULTS = Path(__file__).resolve().parent.parent / "RESULTS.md"
 SECTION_TITLE = "## Embedded core"
 STEP_TARGET_MS = 50.0
 PEER_FACTOR_TARGET = 10.0
 CACHED_TARGET_SECONDS = 1.5
+FULL_COMMAND = ".venv/bin/python benchmarks/core/run.py"
+SUBSECTION_HEADINGS = {
+    "overhead": "### Per-step overhead",
+    "cached": "### Fully cached re-run",
+    "scale": "### Scale",
+}
 MLYARD_CONFIGS = (
     "mlyard, tracking off",
     "mlyard, MLflow tracking on",
@@ -84,8 +90,8 @@ def overhead_table(results: list[FlowResult], n: int) -> list[str]:
             )
     lines += [
         "",
-        "The slope is the difference of two medians, so it moves with the machine's load "
-        "(a few ms/step for mlyard, more for the tools with a long, variable start-up).",
+        "The slope is the difference of two medians, so it moves with the machine's load, "
+        "most for the tools with a long and variable start-up.",
     ]
     return lines
 
@@ -159,8 +165,16 @@ def scale_lines(points: list[ScalePoint], timeout_seconds: float) -> list[str]:
             f"| {'' if slope is None else f'{slope:.1f}'} |"
         )
     time_linear, memory_linear = growth_verdict(points)
+    timed = [p for p in points if p.ms_per_step is not None]
+    lines.append("")
+    if len(timed) >= 2:
+        first, last = timed[0], timed[-1]
+        assert first.ms_per_step is not None and last.ms_per_step is not None
+        lines.append(
+            f"Time per step at {last.steps} steps is {last.ms_per_step / first.ms_per_step:.2f}x "
+            f"that at {first.steps} (up to {TIME_GROWTH_LIMIT}x counts as about linear)."
+        )
     lines += [
-        "",
         f"Time grows about linearly: {'yes' if time_linear else 'no'}; "
         f"memory grows at most linearly: {'yes' if memory_linear else 'no'} "
         "(criteria in `benchmarks/core/scale.py`).",
@@ -180,10 +194,11 @@ def build_section(
     scale_timeout_seconds: float,
 ) -> str:
     """The whole section, from its title to the blank line before the next section."""
+    measured_with = f"Measured with `{command}`."
     lines = [
         SECTION_TITLE,
         "",
-        f"Command: `{command}`  ",
+        f"Command: `{FULL_COMMAND}` (`--quick`: one repetition, no 2000-step DAG)  ",
         f"Machine: {machine_description()}  ",
         f"Peers: Metaflow {versions.get('metaflow', '?')} (local runtime, local datastore and "
         f"metadata), Prefect {versions.get('prefect', '?')} (default thread-pool task runner, "
@@ -194,10 +209,13 @@ def build_section(
         "`--no-cache`), as in daily use; the peers are measured with a fresh home only.",
         "",
     ]
+    previous = previous_subsections()
     if overhead is not None:
         lines += [
             f"### Per-step overhead ({n}-step chain, fan-out of {n} + join; median of "
             f"{repetitions})",
+            "",
+            measured_with,
             "",
             *overhead_table(overhead, n),
             "",
@@ -206,23 +224,56 @@ def build_section(
             *ratio_lines(overhead, n),
             "",
         ]
+    elif "overhead" in previous:
+        lines.append(previous["overhead"])
     if cached is not None:
-        lines += ["### Fully cached re-run of the quickstart", "", *cached_lines(cached), ""]
+        lines += [
+            "### Fully cached re-run of the quickstart",
+            "",
+            measured_with,
+            "",
+            *cached_lines(cached),
+            "",
+        ]
+    elif "cached" in previous:
+        lines.append(previous["cached"])
     if scale is not None:
         lines += [
             "### Scale (layered DAG, 20 wide, each step needs 2 of the layer before; tracking "
             "off; one run per size)",
             "",
+            measured_with,
+            "",
             *scale_lines(scale, scale_timeout_seconds),
             "",
         ]
+    elif "scale" in previous:
+        lines.append(previous["scale"])
     return "\n".join(lines)
+
+
+def _section_pattern() -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+
+
+def previous_subsections() -> dict[str, str]:
+    """The subsections already in RESULTS.md, so a run with ``--only`` keeps the others."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    match = _section_pattern().search(text)
+    if match is None:
+        return {}
+    found = {}
+    for part in re.split(r"(?m)^(?=### )", match.group(0)):
+        for key, heading in SUBSECTION_HEADINGS.items():
+            if part.startswith(heading):
+                found[key] = part.rstrip() + "\n"
+    return found
 
 
 def write_section(section: str) -> None:
     """Replace this section in RESULTS.md (or append it), leaving the other sections alone."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    pattern = _section_pattern()
     replacement = section.rstrip() + "\n\n"
     if pattern.search(text):
         text = pattern.sub(lambda _: replacement, text, count=1)

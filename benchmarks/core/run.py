@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         versions = peers.peer_versions(python)
         print(f"per-step overhead, {repetitions} repetition(s):", flush=True)
         overhead = measure_overhead(python, n=args.steps, repetitions=repetitions)
+    elif (peers.PEERS_VENV / "bin" / "python").exists():
+        # The header names the peers' versions even when only other benchmarks ran.
+        versions = peers.peer_versions(peers.PEERS_VENV / "bin" / "python")
 
     cached: CachedResult | None = None
     if "cached" in chosen:

@@ -217,6 +217,28 @@ class ArtifactStore:
         except FileNotFoundError:
             return None
 
+    # --- named objects (event payloads stored by producers) -----------------------------
+
+    def _key_path(self, key: str) -> str:
+        parts = key.split("/")
+        if key.startswith("/") or any(not part or part == ".." for part in parts) or not all(
+            NAME_PATTERN.match(part) for part in parts
+        ):
+            raise ArtifactError(
+                f"{key!r} is not a valid object key (relative, parts of letters, digits, ._-)."
+            )
+        return f"{self._root}/{key}"
+
+    def write_key(self, key: str, data: bytes) -> str:
+        """Store ``data`` under a relative ``key`` (e.g. ``events/cam-7/0001.npy``)."""
+        path = self._key_path(key)
+        self._write(path, data)
+        return path if self.is_local else f"s3://{path}"
+
+    def read_key(self, key: str) -> bytes:
+        """The object under ``key``; ``FileNotFoundError`` when there is none."""
+        return bytes(self._fs.cat_file(self._key_path(key)))
+
     # --- writing -------------------------------------------------------------------------
 
     def _write(self, path: str, data: bytes) -> None:

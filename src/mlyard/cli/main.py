@@ -32,7 +32,7 @@ def _register_commands() -> None:
 
 
 #: Command modules, each exposing ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES: list[str] = ["run", "runs", "models", "ui", "serve"]
+COMMAND_MODULES: list[str] = ["run", "runs", "models", "ui", "serve", "consume"]
 
 
 def main() -> None:

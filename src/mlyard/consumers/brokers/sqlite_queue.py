@@ -40,7 +40,9 @@ def _connect(url: BrokerUrl) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: explicit BEGIN IMMEDIATE, so two workers never lease the same row.
-        connection = sqlite3.connect(path, timeout=60, isolation_level=None)
+        connection = sqlite3.connect(
+            path, timeout=60, isolation_level=None, check_same_thread=False
+        )
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(SCHEMA)

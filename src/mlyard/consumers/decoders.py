@@ -1,0 +1,101 @@
+"""Turning fetched bytes into model inputs: built-ins for arrays, images and video frames, or
+a user function ``module:function``. A decoder returns a list of samples (a video gives
+several frames), each a numpy array of the same shape for one model batch."""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mlyard.errors import ConfigError
+
+Decoder = Callable[[bytes], list[np.ndarray[Any, Any]]]
+
+
+def _npy(data: bytes) -> list[np.ndarray[Any, Any]]:
+    return [np.load(io.BytesIO(data), allow_pickle=False)]
+
+
+def _raw(data: bytes) -> list[np.ndarray[Any, Any]]:
+    return [np.frombuffer(data, dtype=np.uint8)]
+
+
+def _image_decoder() -> Decoder:
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise ConfigError(
+            "The image decoder needs Pillow.", hint="pip install pillow, or use --decoder npy."
+        ) from exc
+
+    def decode(data: bytes) -> list[np.ndarray[Any, Any]]:
+        with Image.open(io.BytesIO(data)) as image:
+            return [np.asarray(image.convert("RGB"))]
+
+    return decode
+
+
+def _video_decoder(fps: float, max_frames: int) -> Decoder:
+    try:
+        import cv2
+    except ImportError as exc:
+        raise ConfigError(
+            "The video decoder needs OpenCV.", hint="pip install opencv-python-headless."
+        ) from exc
+
+    def decode(data: bytes) -> list[np.ndarray[Any, Any]]:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".video") as handle:
+            handle.write(data)
+            handle.flush()
+            capture = cv2.VideoCapture(handle.name)
+            native = capture.get(cv2.CAP_PROP_FPS) or fps
+            step = max(1, round(native / fps))
+            frames: list[np.ndarray[Any, Any]] = []
+            index = 0
+            while len(frames) < max_frames:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if index % step == 0:
+                    frames.append(frame)
+                index += 1
+            capture.release()
+        if not frames:
+            raise ValueError("no frame could be decoded")
+        return frames
+
+    return decode
+
+
+def make_decoder(name: str, *, fps: float = 1.0, max_frames: int = 16) -> Decoder:
+    """The decoder called ``name``; checked at start, so a missing library fails fast."""
+    if name == "npy":
+        return _npy
+    if name == "raw":
+        return _raw
+    if name == "image":
+        return _image_decoder()
+    if name == "video":
+        return _video_decoder(fps, max_frames)
+    module_name, _, function_name = name.partition(":")
+    if not function_name:
+        raise ConfigError(
+            f"Unknown decoder {name!r}.",
+            hint="Use npy, raw, image, video or your own function as module:function.",
+        )
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"Cannot import the decoder {name!r}: {exc}") from exc
+
+    def decode(data: bytes) -> list[np.ndarray[Any, Any]]:
+        value = function(data)
+        return list(value) if isinstance(value, list) else [np.asarray(value)]
+
+    return decode

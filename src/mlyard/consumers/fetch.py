@@ -1,0 +1,70 @@
+"""Fetching the objects a message names, concurrently, from the artifact store or S3."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mlyard.artifacts.store import ArtifactStore
+from mlyard.errors import ArtifactError
+from mlyard.settings import Settings
+
+
+class ObjectMissingError(LookupError):
+    """A message names an object that does not exist: dead-lettered, never retried."""
+
+
+class ObjectFetcher:
+    """Reads ``sha256:`` digests and keys of the artifact store, and ``s3://`` URIs."""
+
+    def __init__(self, settings: Settings, concurrency: int = 16) -> None:
+        self.settings = settings
+        self.store = ArtifactStore.from_settings(settings)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
+        self._s3: Any = None
+
+    def check_reachable(self) -> None:
+        self.store.check_reachable()
+
+    def fetch_all(self, keys: Sequence[str]) -> list[bytes | Exception]:
+        """Each object's bytes, or the error that fetching it raised, in order."""
+        futures = [self._pool.submit(self.fetch, key) for key in keys]
+        results: list[bytes | Exception] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def fetch(self, key: str) -> bytes:
+        if key.startswith("s3://"):
+            return self._fetch_s3(key)
+        if key.startswith("sha256:"):
+            try:
+                return self.store.get_bytes(key)
+            except ArtifactError as exc:
+                raise ObjectMissingError(f"object {key} is not in the artifact store") from exc
+        try:
+            return self.store.read_key(key)
+        except FileNotFoundError as exc:
+            raise ObjectMissingError(f"object {key!r} is not in the artifact store") from exc
+        except ArtifactError as exc:  # a key that would leave the store: never retried
+            raise ObjectMissingError(exc.message) from exc
+
+    def _fetch_s3(self, uri: str) -> bytes:
+        if self._s3 is None:
+            import s3fs
+
+            client_kwargs = {}
+            if self.settings.storage.endpoint_url:
+                client_kwargs["endpoint_url"] = self.settings.storage.endpoint_url
+            self._s3 = s3fs.S3FileSystem(client_kwargs=client_kwargs)
+        try:
+            return bytes(self._s3.cat_file(uri.removeprefix("s3://")))
+        except FileNotFoundError as exc:
+            raise ObjectMissingError(f"object {uri} does not exist") from exc
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

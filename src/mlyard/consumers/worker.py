@@ -1,0 +1,221 @@
+"""The consumer loop: receive a batch, fetch and decode its objects, run the model once per
+batch, publish the results, and only then acknowledge (at-least-once).
+
+One batch is in flight per worker: nothing more is received until its results are published,
+which bounds memory when the model is slower than the queue (backpressure). A malformed message,
+a missing object or undecodable content is dead-lettered at once; other failures are released
+for redelivery and dead-lettered after ``max_attempts`` deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlyard.consumers import metrics
+from mlyard.consumers.base import Delivery, Sink, Source
+from mlyard.consumers.decoders import Decoder
+from mlyard.consumers.fetch import ObjectFetcher, ObjectMissingError
+from mlyard.consumers.messages import (
+    DeadLetter,
+    EventMessage,
+    EventResult,
+    MalformedMessageError,
+    ObjectResult,
+    parse_message,
+)
+from mlyard.consumers.model import Predict
+from mlyard.errors import BackendError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    batch_size: int = 64
+    receive_timeout: float = 1.0
+    max_attempts: int = 3
+
+
+class PermanentFailure(Exception):
+    """Retrying cannot help (missing object, undecodable content): dead-letter at once."""
+
+
+@dataclass
+class _Work:
+    delivery: Delivery
+    message: EventMessage
+    raw: dict[str, Any]
+    samples: list[tuple[str, np.ndarray[Any, Any]]] = field(default_factory=list)
+    predictions: dict[int, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+class ConsumerWorker:
+    def __init__(
+        self,
+        *,
+        source: Source,
+        sink: Sink,
+        dead_letters: Sink,
+        fetcher: ObjectFetcher,
+        decode: Decoder,
+        model_name: str,
+        predict: Predict,
+        options: WorkerOptions,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.dead_letters = dead_letters
+        self.fetcher = fetcher
+        self.decode = decode
+        self.model_name = model_name
+        self.predict = predict
+        self.options = options
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished first."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                deliveries = self.source.receive(
+                    self.options.batch_size, self.options.receive_timeout
+                )
+                if deliveries:
+                    self.process(deliveries)
+                lag = self.source.lag()
+                if lag is not None:
+                    metrics.LAG.set(lag)
+                backoff = 0.5
+            except BackendError as error:
+                # Unacknowledged messages come back after the broker's visibility timeout.
+                logger.warning("broker unavailable, retrying in %.1f s: %s", backoff, error)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def process(self, deliveries: Sequence[Delivery]) -> None:
+        metrics.MESSAGES_IN.inc(len(deliveries))
+        work: list[_Work] = []
+        dead: list[tuple[Delivery, str, Any]] = []
+        retry: list[tuple[Delivery, str]] = []
+        for delivery in deliveries:
+            try:
+                message, raw = parse_message(delivery.payload)
+                work.append(_Work(delivery, message, raw))
+            except MalformedMessageError as exc:
+                dead.append((delivery, f"malformed message: {exc}", _text(delivery.payload)))
+        work, failed = self._fetch_and_decode(work)
+        for item, reason, permanent in failed:
+            if permanent:
+                dead.append((item.delivery, reason, item.raw))
+            else:
+                retry.append((item.delivery, reason))
+        try:
+            with _stage("predict"):
+                self._predict(work)
+        except Exception as exc:  # the model failed on this batch: retry its messages
+            logger.warning("model failed on a batch of %d: %s", len(work), exc)
+            retry.extend((item.delivery, f"model failed: {exc}") for item in work)
+            work = []
+        for delivery, reason in retry:
+            if delivery.attempts >= self.options.max_attempts:
+                dead.append((delivery, reason, _text(delivery.payload)))
+        retry = [(d, r) for d, r in retry if d.attempts < self.options.max_attempts]
+        with _stage("publish"):
+            if work:
+                self.sink.publish([self._result(item) for item in work])
+                metrics.MESSAGES_OUT.inc(len(work))
+            if dead:
+                self.dead_letters.publish(
+                    [
+                        DeadLetter(error=reason, attempts=d.attempts, data=data)
+                        .model_dump_json()
+                        .encode()
+                        for d, reason, data in dead
+                    ]
+                )
+                for _, reason, _ in dead:
+                    metrics.DEAD_LETTERS.labels(reason.split(":")[0]).inc()
+        # Only now, with results and dead letters durable, the messages are done.
+        self.source.acknowledge([item.delivery for item in work] + [d for d, _, _ in dead])
+        if retry:
+            self.source.release([d for d, _ in retry])
+
+    def _fetch_and_decode(
+        self, work: list[_Work]
+    ) -> tuple[list[_Work], list[tuple[_Work, str, bool]]]:
+        keys = [key for item in work for key in item.message.objects]
+        with _stage("fetch"):
+            blobs = self.fetcher.fetch_all(keys)
+        ready: list[_Work] = []
+        failed: list[tuple[_Work, str, bool]] = []
+        offset = 0
+        with _stage("decode"):
+            for item in work:
+                mine = blobs[offset : offset + len(item.message.objects)]
+                offset += len(item.message.objects)
+                try:
+                    for key, blob in zip(item.message.objects, mine, strict=True):
+                        if isinstance(blob, ObjectMissingError):
+                            raise PermanentFailure(f"missing object: {blob}")
+                        if isinstance(blob, Exception):
+                            raise blob
+                        try:
+                            samples = self.decode(blob)
+                        except Exception as exc:
+                            raise PermanentFailure(f"undecodable object {key}: {exc}") from exc
+                        item.samples.extend((key, sample) for sample in samples)
+                    ready.append(item)
+                except PermanentFailure as exc:
+                    failed.append((item, str(exc), True))
+                except Exception as exc:
+                    failed.append((item, f"fetch failed: {exc}", False))
+        return ready, failed
+
+    def _predict(self, work: list[_Work]) -> None:
+        """One model call per batch of same-shaped inputs across all messages."""
+        by_shape: dict[tuple[int, ...], list[tuple[_Work, int]]] = {}
+        for item in work:
+            for index, (_, sample) in enumerate(item.samples):
+                by_shape.setdefault(sample.shape, []).append((item, index))
+        for members in by_shape.values():
+            for start in range(0, len(members), self.options.batch_size):
+                chunk = members[start : start + self.options.batch_size]
+                batch = np.stack([item.samples[index][1] for item, index in chunk])
+                metrics.BATCH_SIZE.observe(len(chunk))
+                predictions = self.predict(batch)
+                for (item, index), prediction in zip(chunk, predictions, strict=True):
+                    item.predictions[index] = prediction
+
+    def _result(self, item: _Work) -> bytes:
+        per_object: dict[str, list[Any]] = {key: [] for key in item.message.objects}
+        for index, (key, _) in enumerate(item.samples):
+            per_object[key].append(item.predictions[index])
+        result = EventResult(
+            operation=item.message.operation,
+            data=item.raw,
+            model=self.model_name,
+            results=[
+                ObjectResult(object=key, predictions=values) for key, values in per_object.items()
+            ],
+        )
+        return result.model_dump_json().encode()
+
+
+def _text(payload: bytes) -> str:
+    return payload.decode("utf-8", errors="replace")[:10_000]
