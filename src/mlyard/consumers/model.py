@@ -21,8 +21,8 @@ def load_model(settings: Settings, reference: str) -> tuple[str, Predict]:
         return NOOP_MODEL, lambda batch: [list(row.shape) for row in batch]
     import mlflow
 
-    from mlyard.serving.model_loading import DEFAULT_INPUT_NAME, load_servable_model
     from mlyard.services.models import resolve_model_uri
+    from mlyard.serving.model_loading import DEFAULT_INPUT_NAME, load_servable_model
 
     resolved = resolve_model_uri(settings, reference)  # refuses when tracking is off
     uri = settings.tracking_uri or ""

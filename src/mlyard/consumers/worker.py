@@ -44,7 +44,7 @@ class WorkerOptions:
     max_attempts: int = 3
 
 
-class PermanentFailure(Exception):
+class PermanentFailureError(Exception):
     """Retrying cannot help (missing object, undecodable content): dead-letter at once."""
 
 
@@ -172,16 +172,16 @@ class ConsumerWorker:
                 try:
                     for key, blob in zip(item.message.objects, mine, strict=True):
                         if isinstance(blob, ObjectMissingError):
-                            raise PermanentFailure(f"missing object: {blob}")
+                            raise PermanentFailureError(f"missing object: {blob}")
                         if isinstance(blob, Exception):
                             raise blob
                         try:
                             samples = self.decode(blob)
                         except Exception as exc:
-                            raise PermanentFailure(f"undecodable object {key}: {exc}") from exc
+                            raise PermanentFailureError(f"undecodable object {key}: {exc}") from exc
                         item.samples.extend((key, sample) for sample in samples)
                     ready.append(item)
-                except PermanentFailure as exc:
+                except PermanentFailureError as exc:
                     failed.append((item, str(exc), True))
                 except Exception as exc:
                     failed.append((item, f"fetch failed: {exc}", False))
