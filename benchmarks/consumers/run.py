@@ -1,0 +1,253 @@
+"""Consumers benchmark: messages/s end to end (receive, fetch, decode, predict, publish, ack)
+with mlyard's batching worker against a naive one-message-at-a-time loop using the same model,
+and a no-op model against the broker's raw consume rate, on every broker that can run here.
+
+    .venv/bin/python benchmarks/consumers/run.py [--messages 5000]
+
+Writes the "## Consumers" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.servicekit import start_service, stop_service  # noqa: E402
+
+from mlyard.consumers.decoders import make_decoder  # noqa: E402
+from mlyard.consumers.fetch import ObjectFetcher  # noqa: E402
+from mlyard.consumers.urls import open_sink, open_source  # noqa: E402
+from mlyard.consumers.worker import ConsumerWorker, WorkerOptions  # noqa: E402
+from mlyard.settings import load_settings  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+Predict = Callable[[np.ndarray[Any, Any]], list[Any]]
+
+
+def train_model() -> Predict:
+    """The quickstart's model: logistic regression on scikit-learn's digits."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    digits = load_digits()
+    model = LogisticRegression(max_iter=500).fit(digits.data / 16.0, digits.target)
+    return lambda batch: model.predict(batch).tolist()
+
+
+def noop(batch: np.ndarray[Any, Any]) -> list[Any]:
+    return [0] * len(batch)
+
+
+def publish(url: str, count: int, keys: list[str]) -> None:
+    sink = open_sink(url)
+    messages = [
+        json.dumps({"id": str(i), "objects": [keys[i % len(keys)]]}).encode() for i in range(count)
+    ]
+    for start in range(0, count, 1000):
+        sink.publish(messages[start : start + 1000])
+    sink.close()
+
+
+def run_worker(
+    source_url: str, sink_url: str, dead_url: str, predict: Predict, count: int, batch: int
+) -> float:
+    """Messages/s of the batching worker until ``count`` results were published."""
+    source = open_source(source_url, f"bench-{uuid.uuid4().hex[:6]}")
+    sink = open_sink(sink_url)
+    worker = ConsumerWorker(
+        source=source,
+        sink=sink,
+        dead_letters=open_sink(dead_url),
+        fetcher=ObjectFetcher(load_settings()),
+        decode=make_decoder("npy"),
+        model_name="bench",
+        predict=predict,
+        options=WorkerOptions(batch_size=batch, receive_timeout=0.5),
+    )
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        deliveries = source.receive(batch, 1.0)
+        if not deliveries:
+            continue
+        worker.process(deliveries)
+        done += len(deliveries)
+    rate = count / (time.perf_counter() - started)
+    for closable in (source, sink, worker.dead_letters, worker.fetcher):
+        closable.close()
+    return rate
+
+
+def run_naive(source_url: str, sink_url: str, predict: Predict, count: int) -> float:
+    """One message at a time: receive one, fetch, predict one row, publish, ack."""
+    source = open_source(source_url, f"naive-{uuid.uuid4().hex[:6]}")
+    sink = open_sink(sink_url)
+    fetcher = ObjectFetcher(load_settings())
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        deliveries = source.receive(1, 1.0)
+        for delivery in deliveries:
+            message = json.loads(delivery.payload)
+            array = np.load(io.BytesIO(fetcher.fetch(message["objects"][0])))
+            prediction = predict(array[None, :])[0]
+            sink.publish([json.dumps({"data": message, "prediction": prediction}).encode()])
+            source.acknowledge([delivery])
+            done += 1
+    rate = count / (time.perf_counter() - started)
+    for closable in (source, sink, fetcher):
+        closable.close()
+    return rate
+
+
+def raw_rate(source_url: str, count: int, batch: int) -> float:
+    source = open_source(source_url, f"raw-{uuid.uuid4().hex[:6]}")
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        deliveries = source.receive(batch, 1.0)
+        source.acknowledge(deliveries)
+        done += len(deliveries)
+    rate = count / (time.perf_counter() - started)
+    source.close()
+    return rate
+
+
+def broker_urls(name: str, env: dict[str, str], work: Path) -> Callable[[str, bool], str]:
+    """``url(topic, as_source)`` for one broker."""
+    group = uuid.uuid4().hex[:6]
+    if name == "sqlite":
+        return lambda topic, _: f"sqlite:///{work / 'queue.db'}?topic={topic}"
+    if name == "redis":
+        base = env["REDIS_URL"]
+        return lambda topic, src: f"{base}?stream={topic}" + (f"&group=g{group}" if src else "")
+    if name == "nats":
+        base = env["NATS_URL"]
+        return lambda topic, src: (
+            f"{base}?stream=S{topic.replace('.', '_')}&subject={topic}"
+            + (f"&durable=d{group}" if src else "")
+        )
+    base = f"kafka://{env['KAFKA_BOOTSTRAP']}"
+    # Tansu answers group joins after about half the session timeout: keep it short.
+    return lambda topic, src: (
+        f"{base}?topic={topic}" + (f"&group=g{group}&session_timeout_ms=2000" if src else "")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--naive-messages", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mlyard-consumer-bench-"))
+    os.environ["MLYARD_HOME"] = str(work / "home")
+    store = ObjectFetcher(load_settings()).store
+    keys = []
+    for index in range(50):
+        buffer = io.BytesIO()
+        np.save(buffer, np.random.default_rng(index).random(64))
+        keys.append(
+            store.write_key(f"bench/{index}.npy", buffer.getvalue()) and f"bench/{index}.npy"
+        )
+    model = train_model()
+    rows = []
+    for broker in ("sqlite", "redis", "nats", "kafka"):
+        env: dict[str, str] = {}
+        state = work / f"service-{broker}"
+        try:
+            if broker != "sqlite":
+                env = start_service(broker, state)
+            url = broker_urls(broker, env, work)
+            run = uuid.uuid4().hex[:6]
+            topics = {k: f"{k}{run}" for k in ("a", "b", "c", "d", "out", "dead")}
+            publish(url(topics["a"], False), args.messages, keys)
+            batched = run_worker(
+                url(topics["a"], True),
+                url(topics["out"], False),
+                url(topics["dead"], False),
+                model,
+                args.messages,
+                args.batch,
+            )
+            publish(url(topics["b"], False), args.naive_messages, keys)
+            naive = run_naive(
+                url(topics["b"], True), url(topics["out"], False), model, args.naive_messages
+            )
+            publish(url(topics["c"], False), args.messages, keys)
+            noop_rate = run_worker(
+                url(topics["c"], True),
+                url(topics["out"], False),
+                url(topics["dead"], False),
+                noop,
+                args.messages,
+                args.batch,
+            )
+            publish(url(topics["d"], False), args.messages, keys)
+            raw = raw_rate(url(topics["d"], True), args.messages, args.batch)
+            rows.append((broker, batched, naive, noop_rate, raw))
+            print(broker, round(batched), round(naive), round(noop_rate), round(raw), flush=True)
+        except Exception as exc:  # a broker that cannot run here is reported, not fatal
+            print(f"{broker}: skipped ({exc})", flush=True)
+            rows.append((broker, float("nan"), float("nan"), float("nan"), float("nan")))
+        finally:
+            if broker != "sqlite":
+                stop_service(broker, state)
+    write_section(rows, args)
+
+
+def write_section(rows: list[tuple[str, float, float, float, float]], args: Any) -> None:
+    lines = [
+        "## Consumers",
+        "",
+        f"Command: `.venv/bin/python benchmarks/consumers/run.py --messages {args.messages}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), Python "
+        f"{platform.python_version()}, no GPU; brokers started by scripts/services on 127.0.0.1.  ",
+        "Each message names one 64-float `.npy` object in the local artifact store; the model is "
+        "the quickstart's LogisticRegression on digits. mlyard: one worker, batches of "
+        f"{args.batch} (fetch, decode, one predict call per batch, publish, then ack). Naive: "
+        f"receive one, fetch, predict one row, publish, ack ({args.naive_messages} messages). "
+        "No-op: the same worker with a model that returns at once. Raw: receive + ack only.",
+        "",
+        "| broker | mlyard msg/s | naive msg/s | speed-up (target ≥ 5x) | no-op msg/s "
+        "| raw consume msg/s | no-op / raw (target ≥ 80 %) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for broker, batched, naive, noop_rate, raw in rows:
+        if batched != batched:  # NaN: the broker could not run
+            lines.append(f"| {broker} | skipped | | | | | |")
+            continue
+        lines.append(
+            f"| {broker} | {batched:.0f} | {naive:.0f} | {batched / naive:.1f}x | "
+            f"{noop_rate:.0f} | {raw:.0f} | {100 * noop_rate / raw:.0f} % |"
+        )
+    section = "\n".join(lines) + "\n"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"^## Consumers\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text.rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda hook: None
+    main()
