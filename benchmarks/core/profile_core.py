@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import pstats
 import re
 import subprocess
@@ -39,14 +38,14 @@ TIMED = (
     ("importing CLI commands", r"cli/main.py:\d+\(_register_commands\)"),
     ("orchestrator loop", r"reconciler.py:\d+\(_loop\)"),
     ("  waiting for step processes to end", r"backends/local/backend.py:\d+\(wait_for_change\)"),
-    ("  waiting for the fork server to be ready", r"fork_server.py:\d+\(wait_ready\)"),
+    ("  waiting for the fork server (once)", r"fork_server.py:\d+\(wait_ready\)"),
     ("  forking (request -> pid)", r"fork_server.py:\d+\(start\)"),
     ("  scheduling ready steps", r"reconciler.py:\d+\(_schedule_ready\)"),
     ("    cache lookups", r"attempts.py:\d+\(try_cache\)"),
     ("    submitting", r"attempts.py:\d+\(submit_new\)"),
     ("  polling + recording outcomes", r"reconciler.py:\d+\(_poll_active\)"),
     ("    recording successes", r"attempts.py:\d+\(record_success\)"),
-    ("  all metadata transactions", r"store/repository.py:\d+\(transaction\)"),
+    ("  metadata transactions (begin + commit)", r"store/repository.py:\d+\(transaction\)"),
 )
 
 
@@ -129,7 +128,6 @@ def main() -> int:
         home = profile_orchestrator(args.steps, Path(tmp))
         profile_step_process(home)
     profile_cold_step_imports(args.top)
-    print(f"(pid {os.getpid()} done)")
     return 0
 
 

@@ -94,7 +94,8 @@ class LocalBackend(Backend):
         )
         self._write_state(job, "queued")
         if self._use_fork_server and self._fork_server is None:
-            self._fork_server = ForkServer()  # started once, at the first step of the run
+            # Started once, at the first step of the run.
+            self._fork_server = ForkServer(preload=() if self.store.is_local else ("s3fs",))
         self._queued.append(job)
         self._start_queued()
         return handle

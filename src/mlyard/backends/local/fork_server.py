@@ -21,9 +21,10 @@ STARTUP_TIMEOUT_SECONDS = 30.0
 class ForkServer:
     """Forks step processes from a pre-imported interpreter; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: Sequence[str] = ()) -> None:
+        """``preload``: more modules to import before forking (e.g. ``s3fs`` for an S3 store)."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "mlyard.backends.local.zygote"],
+            [sys.executable, "-m", "mlyard.backends.local.zygote", *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -26,19 +26,20 @@ PRELOADED = (
     "argparse",
     "fsspec",
     "fsspec.implementations.local",
-    "s3fs",
+    "psutil",
     "mlyard.runtime.__main__",
     "mlyard.runtime.execute",
+    "mlyard.runtime.usage",
     "mlyard.artifacts.materializers",
     "mlyard.artifacts.store",
     "numpy",
 )
 
 
-def _preload() -> None:
+def _preload(extra: list[str]) -> None:
     import importlib
 
-    for name in PRELOADED:
+    for name in (*PRELOADED, *extra):
         # Optional pieces may be missing: the child imports what it needs.
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -96,7 +97,7 @@ def _reap(out: Any) -> None:
 
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's business
-    _preload()
+    _preload(sys.argv[1:])
     out = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the protocol
     out.write(json.dumps({"ready": True}) + "\n")
