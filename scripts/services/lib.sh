@@ -40,3 +40,13 @@ apt_install() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
+
+# service_main "$@": run the calling script's do_install, do_start STATE_DIR or do_stop STATE_DIR.
+service_main() {
+  case "${1:-}" in
+    install) do_install ;;
+    start) do_start "${2:?STATE_DIR}" ;;
+    stop) do_stop "${2:?STATE_DIR}" ;;
+    *) echo "usage: $0 install | start STATE_DIR | stop STATE_DIR" >&2; exit 2 ;;
+  esac
+}

@@ -44,9 +44,4 @@ do_start() {
 
 do_stop() { stop_pidfile "$1/$NAME.pid"; }
 
-case "${1:-}" in
-  install) do_install ;;
-  start) do_start "${2:?STATE_DIR}" ;;
-  stop) do_stop "${2:?STATE_DIR}" ;;
-  *) echo "usage: $0 install | start STATE_DIR | stop STATE_DIR" >&2; exit 2 ;;
-esac
+service_main "$@"

@@ -111,9 +111,4 @@ do_stop() {
   rm -f "$state_dir/$NAME.cluster" "$state_dir/$NAME.env"
 }
 
-case "${1:-}" in
-  install) do_install ;;
-  start) do_start "${2:?usage: $0 start STATE_DIR}" ;;
-  stop) do_stop "${2:?usage: $0 stop STATE_DIR}" ;;
-  *) echo "usage: $0 install | start STATE_DIR | stop STATE_DIR" >&2; exit 2 ;;
-esac
+service_main "$@"
