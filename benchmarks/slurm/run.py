@@ -13,7 +13,7 @@
    (fan-out) steps is followed, against one query per job per interval.
 
 Starts slurm and sshd with scripts/services (like the tests) and stops them at the end; appends
-its figures to benchmarks/slurm/RESULTS.md.
+its figures to the "## SLURM backend" section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -93,9 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fanout", type=int, default=50)
-    parser.add_argument(
-        "--results", type=Path, default=REPO / "benchmarks" / "slurm" / "RESULTS.md"
-    )
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="mlyard-bench-slurm-"))
@@ -110,9 +108,21 @@ def main() -> int:
         shutil.rmtree(state, ignore_errors=True)
     text = "\n".join(lines) + "\n"
     print(text)
-    with args.results.open("a") as results:
-        results.write("\n" + text)
+    replace_section(args.results, text)
     return 0
+
+
+def replace_section(results: Path, section: str) -> None:
+    """Replace the "## SLURM backend" section of RESULTS.md, leaving the others alone."""
+    import re
+
+    current = results.read_text() if results.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"^## SLURM backend\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(current):
+        current = pattern.sub(lambda _: section.strip() + "\n\n", current, count=1)
+    else:
+        current = current.rstrip() + "\n\n" + section.strip() + "\n"
+    results.write_text(current.rstrip() + "\n")
 
 
 def benchmark(cluster: dict[str, str], state: Path, repeats: int, fanout: int) -> list[str]:
