@@ -28,8 +28,15 @@ def register(app: typer.Typer) -> None:
         decoder: str = typer.Option(
             "npy", "--decoder", help="npy, raw, image, video or module:function."
         ),
-        batch_size: int = typer.Option(64, "--batch-size", min=1),
-        max_attempts: int = typer.Option(3, "--max-attempts", min=1),
+        batch_size: int = typer.Option(
+            64, "--batch-size", min=1, help="Most messages per receive and inputs per model call."
+        ),
+        max_wait: float = typer.Option(
+            0.05, "--max-wait", min=0, help="Seconds to wait for more messages to fill a batch."
+        ),
+        max_attempts: int = typer.Option(
+            3, "--max-attempts", min=1, help="Deliveries before a failing message is dead-lettered."
+        ),
         replicas: int = typer.Option(1, "--replicas", "--workers", min=1),
         gpus: float = typer.Option(0.0, "--gpus", min=0, help="GPU share per replica."),
         metrics_port: int | None = typer.Option(
@@ -44,7 +51,8 @@ def register(app: typer.Typer) -> None:
         At-least-once: a message is acknowledged only after its result was published; a
         message that fails --max-attempts times, or is malformed, goes to the dead letters.
         """
-        from mlyard.consumers.replicas import ConsumerConfig, default_dead_letter, run_consumers
+        from mlyard.consumers.options import ConsumerConfig, default_dead_letter
+        from mlyard.consumers.replicas import run_consumers
 
         config = ConsumerConfig(
             source=source,
@@ -53,6 +61,7 @@ def register(app: typer.Typer) -> None:
             dead_letter=dead_letter or default_dead_letter(source),
             decoder=decoder,
             batch_size=batch_size,
+            max_wait=max_wait,
             max_attempts=max_attempts,
             replicas=replicas,
             gpus=gpus,

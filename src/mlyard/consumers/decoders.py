@@ -73,12 +73,11 @@ def _video_decoder(fps: float, max_frames: int) -> Decoder:
             step = max(1, round(native / fps))
             frames: list[np.ndarray[Any, Any]] = []
             index = 0
-            while len(frames) < max_frames:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                if index % step == 0:
-                    frames.append(frame)
+            while len(frames) < max_frames and capture.grab():
+                if index % step == 0:  # only sampled frames are converted
+                    ok, frame = capture.retrieve()
+                    if ok:  # RGB like the image decoder (OpenCV decodes to BGR)
+                        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 index += 1
             capture.release()
         if not frames:
@@ -111,6 +110,9 @@ def make_decoder(name: str, *, fps: float = 1.0, max_frames: int = 16) -> Decode
 
     def decode(data: bytes) -> list[np.ndarray[Any, Any]]:
         value = function(data)
-        return list(value) if isinstance(value, list) else [np.asarray(value)]
+        # A list is several samples (e.g. frames); anything else is one sample.
+        if isinstance(value, list):
+            return [np.asarray(sample) for sample in value]
+        return [np.asarray(value)]
 
     return decode

@@ -15,8 +15,11 @@ Predict = Callable[[np.ndarray[Any, Any]], list[Any]]
 NOOP_MODEL = "noop"
 
 
-def load_model(settings: Settings, reference: str) -> tuple[str, Predict]:
-    """``(name shown in results, predict)`` for ``reference``; NotFoundError lists models."""
+def load_model(settings: Settings, reference: str, device: str = "cpu") -> tuple[str, Predict]:
+    """``(name shown in results, predict)`` for ``reference``; NotFoundError lists models.
+
+    ``device`` is 'cpu' or 'cuda' (the device share this replica leased; PyTorch models only).
+    """
     if reference == NOOP_MODEL:
         return NOOP_MODEL, lambda batch: [list(row.shape) for row in batch]
     import mlflow
@@ -29,7 +32,7 @@ def load_model(settings: Settings, reference: str) -> tuple[str, Predict]:
     # MLflow resolves models:/ URIs with the global registry URI (its API ignores the argument).
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    model = load_servable_model(resolved)
+    model = load_servable_model(resolved, device=device)
     input_name = model.inputs[0].name if model.inputs else DEFAULT_INPUT_NAME
 
     def predict(batch: np.ndarray[Any, Any]) -> list[Any]:

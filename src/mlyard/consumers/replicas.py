@@ -8,52 +8,26 @@ import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass
 from types import FrameType
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mlyard.consumers.decoders import make_decoder
 from mlyard.consumers.fetch import ObjectFetcher
+from mlyard.consumers.model import NOOP_MODEL
+from mlyard.consumers.options import ConsumerConfig
 from mlyard.consumers.urls import open_sink, open_source
-from mlyard.errors import ConfigError
+from mlyard.errors import MlyardError
 from mlyard.settings import load_settings
-
-
-@dataclass(frozen=True)
-class ConsumerConfig:
-    source: str
-    sink: str
-    model: str
-    dead_letter: str
-    decoder: str = "npy"
-    batch_size: int = 64
-    max_attempts: int = 3
-    replicas: int = 1
-    gpus: float = 0.0
-    metrics_port: int | None = None
-    consumer_name: str = ""
-    fps: float = 1.0
-    max_frames: int = 16
-
-
-def default_dead_letter(source_url: str) -> str:
-    """The source's own location with ``.dead`` appended to its topic or stream."""
-    parts = urlsplit(source_url)
-    options = dict(parse_qsl(parts.query))
-    for key in ("topic", "stream"):
-        if key in options and parts.scheme in ("sqlite", "redis", "kafka"):
-            kept: dict[str, str] = {key: options[key] + ".dead"}
-            return str(urlunsplit(parts._replace(query=urlencode(kept))))
-    raise ConfigError(
-        f"Say where dead letters of {parts.scheme}:// messages go.",
-        hint="Pass --dead-letter URL (e.g. a NATS subject covered by a stream of its own).",
-    )
 
 
 def preflight(config: ConsumerConfig) -> None:
     """Fail at start, clearly, when a broker, the object store or the decoder cannot work."""
     settings = load_settings()
     make_decoder(config.decoder, fps=config.fps, max_frames=config.max_frames)
+    if config.model != NOOP_MODEL:
+        # An unknown model or alias fails here, listing what exists, before any replica starts.
+        from mlyard.services.models import resolve_model_uri
+
+        resolve_model_uri(settings, config.model)
     ObjectFetcher(settings).check_reachable()
     source = open_source(config.source, "preflight")
     try:
@@ -83,7 +57,8 @@ def run_worker(config: ConsumerConfig, index: int, environment: dict[str, str]) 
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    model_name, predict = load_model(settings, config.model)
+    device = "cuda" if config.gpus > 0 else "cpu"
+    model_name, predict = load_model(settings, config.model, device)
     name = config.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
     source = open_source(config.source, f"{name}-{index}")
     sink = open_sink(config.sink)
@@ -99,7 +74,11 @@ def run_worker(config: ConsumerConfig, index: int, environment: dict[str, str]) 
         decode=make_decoder(config.decoder, fps=config.fps, max_frames=config.max_frames),
         model_name=model_name,
         predict=predict,
-        options=WorkerOptions(batch_size=config.batch_size, max_attempts=config.max_attempts),
+        options=WorkerOptions(
+            batch_size=config.batch_size,
+            max_wait=config.max_wait,
+            max_attempts=config.max_attempts,
+        ),
     )
     try:
         worker.run(stop)
@@ -111,34 +90,58 @@ def run_worker(config: ConsumerConfig, index: int, environment: dict[str, str]) 
 def run_consumers(config: ConsumerConfig) -> int:
     """Run ``config.replicas`` workers until stopped; returns the exit code."""
     preflight(config)
-    environments: list[dict[str, str]] = [{} for _ in range(config.replicas)]
-    release = None
-    if config.gpus > 0:
-        from mlyard.serving.replicas import lease_devices
+    from mlyard.serving.replicas import lease_devices
 
-        environments, release = lease_devices(config.gpus, config.replicas)
+    # Each replica's CUDA_VISIBLE_DEVICES: its leased share, or none without --gpus.
+    environments, release = lease_devices(config.gpus, config.replicas)
     try:
         if config.replicas == 1:
             run_worker(config, 0, environments[0])
             return 0
-        context = multiprocessing.get_context("spawn")
-        processes = [
-            context.Process(target=run_worker, args=(config, index, environments[index]))
-            for index in range(config.replicas)
-        ]
-        for process in processes:
-            process.start()
-
-        def forward(signum: int, _frame: FrameType | None) -> None:
-            for process in processes:
-                if process.pid is not None and process.is_alive():
-                    os.kill(process.pid, signum)
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        for process in processes:
-            process.join()
-        return max((abs(p.exitcode or 0) for p in processes), default=0)
+        return _run_replicas(config, environments)
     finally:
-        if release is not None:
-            release()
+        release()
+
+
+def _run_replicas(config: ConsumerConfig, environments: list[dict[str, str]]) -> int:
+    """Start one process per replica; stop all of them once one fails or a signal came."""
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_replica_main, args=(config, index, environments[index]))
+        for index in range(config.replicas)
+    ]
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    # Installed before the children start, so an early SIGTERM is not lost.
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in processes:
+        process.start()
+    running = list(processes)
+    while running:
+        wait([process.sentinel for process in running])
+        for process in [p for p in running if not p.is_alive()]:
+            running.remove(process)
+            if process.exitcode:  # a replica failed: the others stop after their batch
+                forward(signal.SIGTERM, None)
+    for process in processes:
+        process.join()
+    return max((abs(p.exitcode or 0) for p in processes), default=0)
+
+
+def _replica_main(config: ConsumerConfig, index: int, environment: dict[str, str]) -> None:
+    """A replica process: an ``MlyardError`` becomes its message on stderr and exit code 1."""
+    import sys
+
+    try:
+        run_worker(config, index, environment)
+    except MlyardError as error:
+        hint = f"\n{error.hint}" if error.hint else ""
+        print(f"Error (replica {index}): {error.message}{hint}", file=sys.stderr)
+        sys.exit(1)

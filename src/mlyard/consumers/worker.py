@@ -39,8 +39,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WorkerOptions:
+    """How a worker batches and retries."""
+
+    #: Most messages received, and most inputs per model call.
     batch_size: int = 64
+    #: Longest wait for the first message of a batch (how often a stop request is noticed).
     receive_timeout: float = 1.0
+    #: Once a message is in hand, how long to wait for more to fill the batch.
+    max_wait: float = 0.05
+    #: Deliveries of a message whose failures were retryable before it is dead-lettered.
     max_attempts: int = 3
 
 
@@ -67,6 +74,8 @@ def _stage(name: str) -> Iterator[None]:
 
 
 class ConsumerWorker:
+    """One group member: receives, processes and acknowledges one batch at a time."""
+
     def __init__(
         self,
         *,
@@ -93,9 +102,7 @@ class ConsumerWorker:
         backoff = 0.5
         while not stop.is_set():
             try:
-                deliveries = self.source.receive(
-                    self.options.batch_size, self.options.receive_timeout
-                )
+                deliveries = self.receive_batch()
                 if deliveries:
                     self.process(deliveries)
                 lag = self.source.lag()
@@ -108,11 +115,28 @@ class ConsumerWorker:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
+    def receive_batch(self) -> list[Delivery]:
+        """Up to ``batch_size`` deliveries: after the first, wait at most ``max_wait`` for more."""
+        size = self.options.batch_size
+        deliveries = self.source.receive(size, self.options.receive_timeout)
+        if not deliveries or len(deliveries) >= size or self.options.max_wait <= 0:
+            return deliveries
+        deadline = time.monotonic() + self.options.max_wait
+        while len(deliveries) < size and (remaining := deadline - time.monotonic()) > 0:
+            more = self.source.receive(size - len(deliveries), remaining)
+            if not more:
+                break
+            deliveries.extend(more)
+        return deliveries
+
     def process(self, deliveries: Sequence[Delivery]) -> None:
+        """Handle one batch to the end: results or dead letters published, then acknowledged
+        (or released for a retry). Raises ``BackendError`` when the sink cannot publish; the
+        batch is then left unacknowledged and comes back after the visibility timeout."""
         metrics.MESSAGES_IN.inc(len(deliveries))
         work: list[_Work] = []
         dead: list[tuple[Delivery, str, Any]] = []
-        retry: list[tuple[Delivery, str]] = []
+        retry: list[tuple[Delivery, str, Any]] = []
         for delivery in deliveries:
             try:
                 message, raw = parse_message(delivery.payload)
@@ -124,18 +148,14 @@ class ConsumerWorker:
             if permanent:
                 dead.append((item.delivery, reason, item.raw))
             else:
-                retry.append((item.delivery, reason))
-        try:
-            with _stage("predict"):
-                self._predict(work)
-        except Exception as exc:  # the model failed on this batch: retry its messages
-            logger.warning("model failed on a batch of %d: %s", len(work), exc)
-            retry.extend((item.delivery, f"model failed: {exc}") for item in work)
-            work = []
-        for delivery, reason in retry:
-            if delivery.attempts >= self.options.max_attempts:
-                dead.append((delivery, reason, _text(delivery.payload)))
-        retry = [(d, r) for d, r in retry if d.attempts < self.options.max_attempts]
+                retry.append((item.delivery, reason, item.raw))
+        with _stage("predict"):
+            work, model_failures = self._predict_isolating_failures(work)
+        retry.extend(
+            (item.delivery, f"model failed: {error}", item.raw) for item, error in model_failures
+        )
+        dead.extend(entry for entry in retry if entry[0].attempts >= self.options.max_attempts)
+        retry = [entry for entry in retry if entry[0].attempts < self.options.max_attempts]
         with _stage("publish"):
             if work:
                 self.sink.publish([self._result(item) for item in work])
@@ -150,11 +170,12 @@ class ConsumerWorker:
                     ]
                 )
                 for _, reason, _ in dead:
+                    # The reason's fixed prefix ("missing object", ...): a bounded label set.
                     metrics.DEAD_LETTERS.labels(reason.split(":")[0]).inc()
         # Only now, with results and dead letters durable, the messages are done.
         self.source.acknowledge([item.delivery for item in work] + [d for d, _, _ in dead])
         if retry:
-            self.source.release([d for d, _ in retry])
+            self.source.release([d for d, _, _ in retry])
 
     def _fetch_and_decode(
         self, work: list[_Work]
@@ -178,7 +199,9 @@ class ConsumerWorker:
                         try:
                             samples = self.decode(blob)
                         except Exception as exc:
-                            raise PermanentFailureError(f"undecodable object {key}: {exc}") from exc
+                            raise PermanentFailureError(
+                                f"undecodable object: {key}: {exc}"
+                            ) from exc
                         item.samples.extend((key, sample) for sample in samples)
                     ready.append(item)
                 except PermanentFailureError as exc:
@@ -186,6 +209,30 @@ class ConsumerWorker:
                 except Exception as exc:
                     failed.append((item, f"fetch failed: {exc}", False))
         return ready, failed
+
+    def _predict_isolating_failures(
+        self, work: list[_Work]
+    ) -> tuple[list[_Work], list[tuple[_Work, Exception]]]:
+        """Predict the whole batch at once; when that fails, each message alone, so that one
+        bad message does not use up the attempts of the others that shared its batch."""
+        try:
+            self._predict(work)
+            return work, []
+        except Exception as exc:
+            if len(work) <= 1:
+                logger.warning("model failed: %s", exc)
+                return [], [(item, exc) for item in work]
+            logger.warning("model failed on a batch of %d, retrying one by one: %s", len(work), exc)
+        done: list[_Work] = []
+        failed: list[tuple[_Work, Exception]] = []
+        for item in work:
+            item.predictions.clear()
+            try:
+                self._predict([item])
+                done.append(item)
+            except Exception as exc:
+                failed.append((item, exc))
+        return done, failed
 
     def _predict(self, work: list[_Work]) -> None:
         """One model call per batch of same-shaped inputs across all messages."""

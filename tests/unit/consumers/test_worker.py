@@ -102,6 +102,25 @@ def test_a_failing_model_is_retried_then_dead_lettered(tmp_path: Path) -> None:
     assert dead[0]["attempts"] == 2 and "CUDA out of memory" in dead[0]["error"]
 
 
+def test_a_message_the_model_fails_on_does_not_fail_its_batch(tmp_path: Path) -> None:
+    def refuses_negatives(batch: np.ndarray[Any, Any]) -> list[Any]:
+        if (batch < 0).any():
+            raise ValueError("negative input")
+        return [float(row.sum()) for row in batch]
+
+    harness = Harness(tmp_path, predict=refuses_negatives, max_attempts=2)
+    good = [harness.put_object(f"good/{i}.npy", np.full(3, i)) for i in range(3)]
+    poison = harness.put_object("poison.npy", np.full(3, -1))
+    harness.publish(*({"id": key, "objects": [key]} for key in [good[0], poison, *good[1:]]))
+    harness.run_once()
+    assert sorted(r["data"]["id"] for r in harness.drain("out")) == sorted(good)
+    assert harness.drain("in.dead") == []  # released for another attempt
+    harness.run_once()
+    [dead] = harness.drain("in.dead")
+    assert dead["data"]["id"] == poison and "negative input" in dead["error"]
+    assert harness.worker.source.lag() == 0
+
+
 def test_stop_finishes_the_batch_in_hand(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
     harness.publish({"objects": [harness.put_object("b.npy", np.ones(2))]})

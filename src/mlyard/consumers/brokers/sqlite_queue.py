@@ -98,15 +98,27 @@ class SqliteQueueSource:
         ]
 
     def acknowledge(self, deliveries: Sequence[Delivery]) -> None:
-        self._db.executemany(
+        self._in_transaction(
             "DELETE FROM messages WHERE id = ?", [(int(d.receipt),) for d in deliveries]
         )
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        self._db.executemany(
+        self._in_transaction(
             "UPDATE messages SET leased_until = 0, leased_by = NULL WHERE id = ?",
             [(int(d.receipt),) for d in deliveries],
         )
+
+    def _in_transaction(self, statement: str, rows: list[tuple[int]]) -> None:
+        # One transaction for the batch: in autocommit mode each row would be a commit.
+        if not rows:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(statement, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def lag(self) -> int | None:
         row = self._db.execute(
