@@ -221,8 +221,10 @@ class ArtifactStore:
 
     def _key_path(self, key: str) -> str:
         parts = key.split("/")
-        if key.startswith("/") or any(not part or part == ".." for part in parts) or not all(
-            NAME_PATTERN.match(part) for part in parts
+        if (
+            key.startswith("/")
+            or any(not part or part == ".." for part in parts)
+            or not all(NAME_PATTERN.match(part) for part in parts)
         ):
             raise ArtifactError(
                 f"{key!r} is not a valid object key (relative, parts of letters, digits, ._-)."
