@@ -1,5 +1,7 @@
 """``python -m mlyard.runtime TASK_URI [--endpoint-url URL]``: run one step attempt.
 
+Under torchrun every rank runs the step; rank 0 alone stores its outputs and result.
+
 Exit status: 0 when the step succeeded, 1 when it failed (its result says why), 2 when the task
 could not be read at all (no result is written then; the backend reports the job's own status).
 """
@@ -13,7 +15,7 @@ from mlyard.artifacts.store import ArtifactStore, read_uri
 from mlyard.errors import MlyardError
 from mlyard.models.tasks import TaskSpec
 from mlyard.runtime.announce import announce_process
-from mlyard.runtime.execute import run_task
+from mlyard.runtime.execute import run_task, run_worker_rank, worker_rank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = TaskSpec.model_validate_json(read_uri(args.task_uri, endpoint_url=args.endpoint_url))
         store = ArtifactStore(spec.artifact_store, endpoint_url=args.endpoint_url)
+        if worker_rank() != 0:
+            return run_worker_rank(spec, store)
         result = run_task(spec, store)
     except MlyardError as error:
         print(f"mlyard runtime: {error}", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlyard.artifacts.materializers import load_value, save_value
 from mlyard.artifacts.store import ArtifactStore
-from mlyard.models.tasks import StepErrorInfo, TaskResult, TaskSpec, Usage
+from mlyard.models.tasks import ArtifactRef, StepErrorInfo, TaskResult, TaskSpec, Usage
 from mlyard.runtime.code import ensure_code_package, import_step_function
 from mlyard.runtime.live_metrics import LiveMetrics
 from mlyard.runtime.usage import UsageMeter
@@ -30,6 +30,52 @@ IN_STEP_VARIABLE = "MLYARD_IN_STEP"
 
 class StepOutputError(Exception):
     """The step returned something that does not fit its declared outputs."""
+
+
+def worker_rank() -> int:
+    """This process's rank in a distributed step (``RANK`` from torchrun); 0 when alone."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def run_worker_rank(spec: TaskSpec, store: ArtifactStore) -> int:
+    """Run the step as a non-zero rank of a distributed step: the same function and inputs,
+    but rank 0 alone stores outputs, models, metrics and the result. Returns the exit status."""
+    if store.read_document(spec.attempt_id, RESULT_DOCUMENT) is not None:
+        return 0  # the attempt already ended (a requeued job): rank 0 will not run it again
+    os.environ[IN_STEP_VARIABLE] = "1"
+    token = install_step_log(StepLog(save_model=_not_stored))
+    try:
+        function, arguments = _prepare_call(spec, store)
+        function(**arguments)
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        return 1
+    finally:
+        reset_step_log(token)
+    return 0
+
+
+def _not_stored(model: object) -> ArtifactRef:
+    """log_model on a non-zero rank: accepted (DDP code often calls it on every rank) but not
+    stored, since rank 0 logs the same model."""
+    return ArtifactRef(
+        digest="sha256:", materializer="none", type_name=type(model).__name__, size_bytes=0
+    )
+
+
+def _prepare_call(spec: TaskSpec, store: ArtifactStore) -> tuple[Any, dict[str, Any]]:
+    """The step function, imported from the code package, and its loaded arguments."""
+    code_dir = ensure_code_package(store, spec.code.digest)
+    function = import_step_function(code_dir, spec.function)
+    arguments: dict[str, Any] = dict(spec.params)
+    for name, ref in spec.inputs.items():
+        arguments[name] = load_value(store, ref)
+    for name, refs in spec.input_lists.items():
+        arguments[name] = [load_value(store, ref) for ref in refs]
+    return function, arguments
 
 
 def run_task(spec: TaskSpec, store: ArtifactStore) -> TaskResult:
@@ -48,13 +94,7 @@ def run_task(spec: TaskSpec, store: ArtifactStore) -> TaskResult:
     meter = UsageMeter(gpus=spec.resources.gpus if devices else 0.0, gpu_devices=devices)
     metered = False
     try:
-        code_dir = ensure_code_package(store, spec.code.digest)
-        function = import_step_function(code_dir, spec.function)
-        arguments: dict[str, Any] = dict(spec.params)
-        for name, ref in spec.inputs.items():
-            arguments[name] = load_value(store, ref)
-        for name, refs in spec.input_lists.items():
-            arguments[name] = [load_value(store, ref) for ref in refs]
+        function, arguments = _prepare_call(spec, store)
         token = install_step_log(step_log)
         try:
             with meter:

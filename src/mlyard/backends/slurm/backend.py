@@ -42,7 +42,7 @@ from mlyard.backends.slurm.transfer import (
     redact,
     secret_exports,
 )
-from mlyard.errors import BackendError, ResourceError
+from mlyard.errors import BackendError
 from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.resources import Resources
 from mlyard.settings import BackendProfile, Settings
@@ -170,14 +170,15 @@ class SlurmBackend(Backend):
     ) -> str:
         """The job script of one attempt (no secrets in it: it is stored and shown)."""
         setup, python = self._job_environment()
-        command = [python, "-m", "mlyard.runtime", prepared.task_uri]
+        arguments = [prepared.task_uri]
         if prepared.endpoint_url:
-            command += ["--endpoint-url", prepared.endpoint_url]
+            arguments += ["--endpoint-url", prepared.endpoint_url]
         job = JobScript(
             name=job_name(attempt_id),
             log_path=f"{self.workdir}/logs/{attempt_id}.log",
             workdir=self.workdir,
-            runtime_command=command,
+            python=python,
+            task_arguments=arguments,
             setup=setup,
             environment=environment or {},
             done_marker=_done_marker(f"{self.workdir}/jobs", attempt_id),
@@ -350,14 +351,6 @@ class SlurmBackend(Backend):
 
     def _check_resources(self, resources: Resources) -> None:
         gres_option(resources, self.slurm)  # refuses fractional GPUs without a shard GRES
-        if resources.launcher is not None:
-            # Until the launchers exist, a distributed step would run as one process and wait
-            # forever for its peers: refuse it before anything is submitted.
-            raise ResourceError(
-                f"The slurm backend cannot start launcher={resources.launcher!r} steps yet.",
-                hint="Leave launcher unset: with nodes=N the step runs on the job's first node "
-                "with the allocation in SLURM_JOB_NODELIST, MASTER_ADDR and MASTER_PORT set.",
-            )
 
 
 def _shell_path(path: str) -> str:

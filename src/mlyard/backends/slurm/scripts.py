@@ -7,6 +7,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mlyard.backends.slurm.launchers import launch_lines
 from mlyard.backends.slurm.profile import SlurmProfile
 from mlyard.errors import ResourceError
 from mlyard.models.resources import Resources
@@ -88,7 +89,10 @@ class JobScript:
     name: str
     log_path: str
     workdir: str
-    runtime_command: Sequence[str]
+    #: Interpreter with mlyard installed, after the setup lines ran.
+    python: str
+    #: Arguments of ``python -m mlyard.runtime``: the task URI and its options.
+    task_arguments: Sequence[str]
     setup: Sequence[str] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
     #: Touched when the job script exits, so the login node sees job ends without asking SLURM.
@@ -119,10 +123,7 @@ def render_job_script(job: JobScript, resources: Resources, profile: SlurmProfil
         )
     for key, value in sorted(job.environment.items()):
         lines.append(f"export {key}={shlex.quote(value)}")
-    if resources.nodes > 1:
-        lines += _multi_node_lines(resources)
-    # Not `exec`: the shell stays to run the EXIT trap; scancel signals the whole job step.
-    lines.append(" ".join(shlex.quote(part) for part in job.runtime_command))
+    lines += launch_lines(resources, job.python, job.task_arguments)
     return "\n".join(lines) + "\n"
 
 
@@ -132,17 +133,6 @@ def _done_marker_lines(marker: str | None) -> list[str]:
         return []
     quoted = shlex.quote(marker)
     return [f"rm -f {quoted}", f"trap {shlex.quote('touch ' + quoted)} EXIT"]
-
-
-def _multi_node_lines(resources: Resources) -> list[str]:
-    """Rendezvous environment for distributed steps: the first node is the master."""
-    return [
-        'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        "export MASTER_ADDR",
-        "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))",
-        f"export WORLD_SIZE={resources.nodes}",
-        f"export MLYARD_LAUNCHER={resources.launcher or 'none'}",
-    ]
 
 
 def _path(path: str) -> str:

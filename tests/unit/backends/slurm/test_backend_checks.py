@@ -38,9 +38,11 @@ def test_fractional_gpus_only_with_a_shard_gres(tmp_path: Path) -> None:
     backend(tmp_path).check_resources(Resources(gpus=2, gpu_type="a100", nodes=2))
 
 
-def test_launchers_are_refused_before_submission(tmp_path: Path) -> None:
-    with pytest.raises(ResourceError, match="launcher='ray'"):
-        backend(tmp_path).check_resources(Resources(nodes=2, launcher="ray"))
+def test_both_launchers_are_accepted_on_any_node_count(tmp_path: Path) -> None:
+    hpc = backend(tmp_path)
+    for launcher in ("ray", "torchrun"):
+        hpc.check_resources(Resources(nodes=4, launcher=launcher))
+        hpc.check_resources(Resources(nodes=1, launcher=launcher))
 
 
 def test_a_bad_profile_is_a_config_error_naming_the_field(tmp_path: Path) -> None:

@@ -66,12 +66,13 @@ def test_script_runs_setup_lines_checked_then_the_runtime() -> None:
         name="mlyard-a.1.1",
         log_path="/w/logs/a.log",
         workdir="/w",
-        runtime_command=["python3", "-m", "mlyard.runtime", "s3://b/tasks/a/task.json"],
+        python="python3",
+        task_arguments=["s3://b/tasks/a/task.json"],
         setup=["module load pytorch", "source ~/venv/bin/activate"],
         environment={"OMP_NUM_THREADS": "4"},
         done_marker="/w/jobs/a.done",
     )
-    script = render_job_script(job, Resources(nodes=2, launcher="torchrun"), PROFILE)
+    script = render_job_script(job, Resources(nodes=2), PROFILE)
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash"
     assert "trap 'touch /w/jobs/a.done' EXIT" in lines
