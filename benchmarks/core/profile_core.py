@@ -80,7 +80,7 @@ def profile_orchestrator(n: int, workdir: Path) -> Path:
 STEP_PROBE = """
 import sys, time
 from mlyard.backends.local.zygote import _preload
-_preload()
+_preload([])
 before = set(sys.modules)
 import mlyard.runtime.__main__ as runtime
 started = time.perf_counter()

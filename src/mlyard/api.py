@@ -35,7 +35,7 @@ def run(
     from mlyard.orchestration.decorators import Pipeline
     from mlyard.orchestration.loading import loaded_from_function
     from mlyard.runtime.execute import IN_STEP_VARIABLE
-    from mlyard.services.runs import Workspace, execute_run, prepare_run
+    from mlyard.services.runs import Workspace, execute_run, prepare_run, warm_up
     from mlyard.settings import load_settings
 
     if os.environ.get(IN_STEP_VARIABLE):
@@ -50,6 +50,7 @@ def run(
         )
     loaded = loaded_from_function(pipeline)
     settings = settings or load_settings(Path.cwd())
+    warm_up(settings, backend)
     workspace = Workspace.open(settings)
     try:
         all_params = {**(params or {}), **parameters}

@@ -146,6 +146,12 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the backend may not be used afterwards."""
 
+    @classmethod  # noqa: B027 - optional hook
+    def warm_up(cls, profile: BackendProfile, settings: Settings) -> None:
+        """Optional hook, called as early as a run knows its backend: start what takes a
+        while (a process pool, a connection) so it overlaps the run's preparation. Must not
+        fail; a real error is reported when the backend itself is created."""
+
     # --- for subclasses -----------------------------------------------------------------
 
     @abstractmethod

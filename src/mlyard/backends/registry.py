@@ -22,10 +22,25 @@ BACKEND_TYPES: dict[str, str] = {
 def create_backend(name: str, settings: Settings, store: ArtifactStore) -> Backend:
     """The backend of profile ``name``; ``ConfigError`` for unknown names or types."""
     profile = settings.backend_profile(name)
-    target = BACKEND_TYPES.get(profile.type)
+    return _backend_class(name, profile.type)(name, profile, settings, store)
+
+
+def warm_up_backend(name: str, settings: Settings) -> None:
+    """Let backend ``name`` start its slow parts early; silent when the profile is unusable
+    (``create_backend`` reports that with the right message later)."""
+    try:
+        profile = settings.backend_profile(name)
+        backend_class = _backend_class(name, profile.type)
+    except ConfigError:
+        return
+    backend_class.warm_up(profile, settings)
+
+
+def _backend_class(name: str, backend_type: str) -> type[Backend]:
+    target = BACKEND_TYPES.get(backend_type)
     if target is None:
         raise ConfigError(
-            f"Backend {name!r} has type {profile.type!r}, which mlyard does not know.",
+            f"Backend {name!r} has type {backend_type!r}, which mlyard does not know.",
             hint=f"Use one of: {', '.join(sorted(BACKEND_TYPES))}.",
         )
     module_name, class_name = target.split(":")
@@ -33,8 +48,8 @@ def create_backend(name: str, settings: Settings, store: ArtifactStore) -> Backe
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            f"Backend type {profile.type!r} needs an optional dependency: {exc.name}.",
-            hint=f"Install it with: pip install 'mlyard[{profile.type}]'",
+            f"Backend type {backend_type!r} needs an optional dependency: {exc.name}.",
+            hint=f"Install it with: pip install 'mlyard[{backend_type}]'",
         ) from exc
     backend_class: type[Backend] = getattr(module, class_name)
-    return backend_class(name, profile, settings, store)
+    return backend_class

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from mlyard.cli.errors import set_debug
@@ -37,4 +39,9 @@ COMMAND_MODULES: list[str] = ["run", "runs", "models", "ui", "serve", "consume"]
 
 def main() -> None:
     _register_commands()
-    app()
+    try:
+        app()
+    finally:
+        # Everything is closed by now: spare the exit its garbage collection over every
+        # imported module (~0.1 s per command with SQLAlchemy and pydantic loaded).
+        gc.freeze()

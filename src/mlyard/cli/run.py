@@ -60,13 +60,14 @@ def register(app: typer.Typer) -> None:
         """Run a pipeline and wait for it; exit code 0 only when it succeeded."""
         from mlyard.orchestration.loading import load_pipeline_file, split_target
         from mlyard.orchestration.parameters import parse_cli_params
-        from mlyard.services.runs import Workspace, execute_run, prepare_run
+        from mlyard.services.runs import Workspace, execute_run, prepare_run, warm_up
         from mlyard.settings import load_settings
 
         _interrupt_on_sigterm()
         path, name = split_target(target)
         params = parse_cli_params(param)
         settings = load_settings(path.parent if path.parent.exists() else Path.cwd())
+        warm_up(settings, backend)
         loaded = load_pipeline_file(path, name)
         workspace = Workspace.open(settings)
         try:

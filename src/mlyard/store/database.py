@@ -12,7 +12,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -80,15 +92,13 @@ def upgrade_schema(engine: Engine) -> None:
             if _current_revision(connection) == HEAD_REVISION:
                 return
         with _migration_lock(engine), engine.connect() as connection:
-            if _current_revision(connection) == HEAD_REVISION:
+            current = _current_revision(connection)
+            if current == HEAD_REVISION:
                 return
-            from alembic import command
-            from alembic.config import Config
-
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS_DIR))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            if current is None and not inspect(connection).get_table_names():
+                _create_current_schema(connection)
+            else:
+                _migrate(connection)
             connection.commit()
     except OperationalError as exc:
         raise StoreError(
@@ -99,6 +109,35 @@ def upgrade_schema(engine: Engine) -> None:
         ) from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"Migrating the metadata database failed: {exc}") from exc
+
+
+def _create_current_schema(connection: Connection) -> None:
+    """A new, empty database: create the current schema from the table definitions and record
+    it as ``HEAD_REVISION``, as Alembic's ``stamp`` would (Alembic's recipe for new databases).
+    Saves importing Alembic (~0.1 s) on every first run; a test keeps both paths identical."""
+    from mlyard.store.tables import Base
+
+    Base.metadata.create_all(connection)
+    version = MetaData()
+    table = Table(
+        "alembic_version",
+        version,
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    version.create_all(connection)
+    connection.execute(table.insert().values(version_num=HEAD_REVISION))
+
+
+def _migrate(connection: Connection) -> None:
+    """Upgrade an existing database to ``HEAD_REVISION`` with Alembic."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
 
 
 #: Key of the PostgreSQL advisory lock held while migrating (any constant unique to mlyard).

@@ -276,3 +276,30 @@ def test_satisfiable_requests_pass_even_when_devices_are_busy(two_a10: GpuAlloca
 def test_mixed_whole_and_fractional_gpus_are_refused_by_resources() -> None:
     with pytest.raises(ValueError, match="mixes whole and fractional"):
         Resources(gpus=1.5)
+
+
+# -- lazy inventory --------------------------------------------------------------------------
+
+
+def test_the_inventory_is_read_only_when_a_step_wants_a_gpu() -> None:
+    calls: list[int] = []
+
+    def discover() -> list[GpuDevice]:
+        calls.append(1)
+        return [a10(0)]
+
+    allocator = GpuAllocator(discover)
+    allocator.check_satisfiable(Resources(cpus=2))
+    assert allocator.try_lease("cpu-step", Resources()) is not None
+    allocator.release("cpu-step")
+    assert calls == []  # CPU-only runs never load NVML
+    assert allocator.try_lease("gpu-step", Resources(gpus=1)) is not None
+    assert allocator.try_lease("second", Resources(gpus=1)) is None  # busy: the one device
+    assert calls == [1]
+
+
+def test_a_restored_lease_reads_the_inventory_first() -> None:
+    allocator = GpuAllocator(lambda: [a10(0), a10(1)])
+    allocator.restore(GpuLease("running", (1,), 1.0, None))
+    assert allocator.try_lease("whole", Resources(gpus=2)) is None
+    assert allocator.try_lease("one", Resources(gpus=1)) is not None

@@ -21,7 +21,7 @@ import psutil
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
-from mlyard.backends.local.fork_server import ForkServer
+from mlyard.backends.local import fork_server
 from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
 from mlyard.backends.local.processes import (
     StepProcess,
@@ -67,16 +67,23 @@ class LocalBackend(Backend):
                 hint="A local profile knows: cpus, memory, fork_server, costs.",
             )
         self._use_fork_server = bool(extra.get("fork_server", True))
-        self._fork_server: ForkServer | None = None
+        self._fork_server: fork_server.ForkServer | None = None
         self.total_cpus = float(extra.get("cpus") or os.cpu_count() or 1)
         self.total_memory = parse_size(extra.get("memory")) or psutil.virtual_memory().total
-        self.allocator = GpuAllocator(discover_gpus())
+        self.allocator = GpuAllocator(discover_gpus)  # NVML only once a step wants a GPU
         self.jobs_dir = settings.home / "local" / "jobs"
         self.logs_dir = settings.home / "logs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._queued: list[LocalJob] = []
         self._running: dict[str, LocalJob] = {}
         self._finished: dict[str, JobStatus] = {}
+
+    @classmethod
+    def warm_up(cls, profile: BackendProfile, settings: Settings) -> None:
+        """Start the fork server while the run is being prepared (it imports for ~0.2 s)."""
+        if (profile.model_extra or {}).get("fork_server", True):
+            is_local = not settings.artifacts_url.startswith("s3://")
+            fork_server.prestart(_fork_server_preload(is_local))
 
     # --- contract ------------------------------------------------------------------------
 
@@ -94,8 +101,8 @@ class LocalBackend(Backend):
         )
         self._write_state(job, "queued")
         if self._use_fork_server and self._fork_server is None:
-            # Started once, at the first step of the run.
-            self._fork_server = ForkServer(preload=() if self.store.is_local else ("s3fs",))
+            # Once per run: the one warm_up started, or a new one now.
+            self._fork_server = fork_server.take(_fork_server_preload(self.store.is_local))
         self._queued.append(job)
         self._start_queued()
         return handle
@@ -350,3 +357,7 @@ class LocalBackend(Backend):
             )
             self.allocator.restore(job.lease)
         self._running[job_id] = job
+
+
+def _fork_server_preload(store_is_local: bool) -> tuple[str, ...]:
+    return () if store_is_local else ("s3fs",)

@@ -23,6 +23,7 @@ class ForkServer:
 
     def __init__(self, preload: Sequence[str] = ()) -> None:
         """``preload``: more modules to import before forking (e.g. ``s3fs`` for an S3 store)."""
+        self.preload = tuple(preload)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "mlyard.backends.local.zygote", *preload],
             stdin=subprocess.PIPE,
@@ -104,3 +105,29 @@ class ForkServer:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._process.kill()
+
+
+#: A server started ahead of its backend (see ``prestart``), waiting to be taken.
+_prestarted: ForkServer | None = None
+_prestart_lock = threading.Lock()
+
+
+def prestart(preload: Sequence[str] = ()) -> None:
+    """Start a fork server now, so that its imports overlap the run's preparation; the local
+    backend takes it at its first step. Idempotent."""
+    global _prestarted
+    with _prestart_lock:
+        if _prestarted is None:
+            _prestarted = ForkServer(preload)
+
+
+def take(preload: Sequence[str] = ()) -> ForkServer:
+    """The prestarted server when it fits ``preload`` and still runs, else a new one."""
+    global _prestarted
+    with _prestart_lock:
+        server, _prestarted = _prestarted, None
+    if server is not None:
+        if server.preload == tuple(preload) and server.alive:
+            return server
+        server.close()
+    return ForkServer(preload)

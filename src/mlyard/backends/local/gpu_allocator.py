@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mlyard.errors import ResourceError
@@ -74,12 +74,24 @@ class _DeviceUse:
 class GpuAllocator:
     """Leases the GPUs of one machine to steps; safe to call from several threads."""
 
-    def __init__(self, devices: Sequence[GpuDevice]) -> None:
-        self.devices: tuple[GpuDevice, ...] = tuple(devices)
-        self._by_index = {device.index: device for device in self.devices}
-        self._use = {device.index: _DeviceUse() for device in self.devices}
+    def __init__(self, devices: Sequence[GpuDevice] | Callable[[], Sequence[GpuDevice]]) -> None:
+        """``devices``, or a function that lists them: called the first time a GPU request
+        needs the inventory, so CPU-only runs never load NVML."""
+        self._discover = devices if callable(devices) else (lambda: devices)
+        self._devices: tuple[GpuDevice, ...] | None = None
+        self._by_index: dict[int, GpuDevice] = {}
+        self._use: dict[int, _DeviceUse] = {}
         self._leases: dict[str, GpuLease] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+
+    @property
+    def devices(self) -> tuple[GpuDevice, ...]:
+        with self._lock:
+            if self._devices is None:
+                self._devices = tuple(self._discover())
+                self._by_index = {device.index: device for device in self._devices}
+                self._use = {device.index: _DeviceUse() for device in self._devices}
+            return self._devices
 
     def describe(self) -> str:
         """What the machine has, for messages: ``2 x NVIDIA A10 (24 GB)``."""
@@ -155,7 +167,8 @@ class GpuAllocator:
         with self._lock:
             if lease.lease_id in self._leases:
                 return
-            missing = [index for index in lease.device_indices if index not in self._use]
+            known = {device.index for device in self.devices} if lease.device_indices else set()
+            missing = [index for index in lease.device_indices if index not in known]
             if missing:
                 logger.warning(
                     "lease %s names GPU indices %s that this machine does not have",

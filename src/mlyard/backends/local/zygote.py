@@ -14,6 +14,7 @@ live on (each in its own session) for a restarted orchestrator to re-attach.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import select
@@ -98,20 +99,33 @@ def _reap(out: Any) -> None:
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's business
     _preload(sys.argv[1:])
+    gc.freeze()  # children share the preloaded objects without the collector touching them
     out = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the protocol
+    # A child's end wakes the loop at once through this pipe (no polling delay per step).
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
     buffer = b""
     stdin = sys.stdin.fileno()
     while True:
-        readable, _, _ = select.select([stdin], [], [], 0.005)
+        readable, _, _ = select.select([stdin, wake_read], [], [], 1.0)
+        if wake_read in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_read, 4096)
         _reap(out)
-        if not readable:
+        if stdin not in readable:
             continue
         chunk = os.read(stdin, 65536)
         if not chunk:
-            return
+            # The orchestrator is done: leave at once (children live on in their sessions);
+            # a full interpreter teardown would only delay the orchestrator's exit.
+            out.flush()
+            os._exit(0)
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
@@ -119,9 +133,13 @@ def serve() -> None:
             pid = os.fork()
             if pid == 0:
                 out.close()
+                signal.set_wakeup_fd(-1)
+                os.close(wake_read)
+                os.close(wake_write)
                 _child(request)
             out.write(json.dumps({"job": request["job"], "pid": pid}) + "\n")
             out.flush()
+        _reap(out)
 
 
 if __name__ == "__main__":
