@@ -64,6 +64,9 @@ class Orchestrator:
         self._unreachable_since: float | None = None
         self.run: RunRow
         self.steps: dict[str, StepRecord] = {}
+        #: Steps not yet terminal: each tick looks at these only, so a tick costs what is
+        #: still open, not the whole graph (a 2,000-step run stays linear).
+        self._open: list[StepRecord] = []
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class Orchestrator:
             record = StepRecord(node=node, row=row, outputs=outputs.get(row.id, {}))
             record.attempts = [a for a in attempts if a.step_run_id == row.id]
             self.steps[node.name] = record
+        self._open = list(self.steps.values())
 
     def _loop(self) -> None:
         fastest, slowest = self.backend.poll_interval
@@ -153,7 +157,8 @@ class Orchestrator:
             changed |= self._poll_active()
             changed |= self._enforce_timeouts()
             changed |= self._schedule_ready()
-            if all(record.state.is_terminal for record in self.steps.values()):
+            self._open = [record for record in self._open if not record.state.is_terminal]
+            if not self._open:
                 self._finish_run()
                 self._notify()
                 return
@@ -178,7 +183,7 @@ class Orchestrator:
     def _poll_active(self) -> bool:
         active = {
             handle.job_id: (record, handle)
-            for record in self.steps.values()
+            for record in self._open
             if (handle := record.active_handle) is not None
         }
         if not active:
@@ -215,7 +220,7 @@ class Orchestrator:
     def _resubmit_unhandled(self) -> bool:
         """Attempts persisted but never handed to the backend (the orchestrator died between)."""
         changed = False
-        for record in self.steps.values():
+        for record in self._open:
             attempt = record.current_attempt
             if record.state == StepState.QUEUED and attempt is not None and attempt.handle is None:
                 refused = self.launcher.submit_persisted(record)
@@ -254,7 +259,7 @@ class Orchestrator:
 
     def _enforce_timeouts(self) -> bool:
         changed = False
-        for record in self.steps.values():
+        for record in self._open:
             limit = record.node.timeout_seconds
             handle = record.active_handle
             if limit is None or handle is None or record.state != StepState.RUNNING:
@@ -311,7 +316,7 @@ class Orchestrator:
     def _schedule_ready(self) -> bool:
         changed = False
         now = utcnow()
-        for record in self.steps.values():
+        for record in self._open:
             if record.state != StepState.PENDING:
                 continue
             upstream = [self.steps[name] for name in record.node.upstream]

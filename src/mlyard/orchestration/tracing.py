@@ -58,6 +58,9 @@ class PipelineTracer:
     """Collects the step calls a pipeline function makes."""
 
     calls: list[RecordedCall] = field(default_factory=list)
+    #: Names given so far, and the next suffix to try per base name (O(1) per call).
+    _taken: set[str] = field(default_factory=set)
+    _next_suffix: dict[str, int] = field(default_factory=dict)
 
     def record_call(
         self, definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -81,13 +84,15 @@ class PipelineTracer:
         return refs
 
     def _unique_name(self, base: str) -> str:
-        taken = {call.name for call in self.calls}
-        if base not in taken:
-            return base
-        index = 2
-        while f"{base}_{index}" in taken:
+        """``base`` the first time, then ``base_2``, ``base_3``, … skipping names in use."""
+        name = base
+        index = self._next_suffix.get(base, 2)
+        while name in self._taken:
+            name = f"{base}_{index}"
             index += 1
-        return f"{base}_{index}"
+        self._next_suffix[base] = max(index, 2)
+        self._taken.add(name)
+        return name
 
 
 def _binding(step_name: str, param: str, value: Any) -> InputBinding:
