@@ -93,7 +93,9 @@ def run_consumers(config: ConsumerConfig) -> int:
     from mlyard.serving.replicas import lease_devices
 
     # Each replica's CUDA_VISIBLE_DEVICES: its leased share, or none without --gpus.
-    environments, release = lease_devices(config.gpus, config.replicas)
+    environments, release = lease_devices(
+        config.gpus, config.replicas, requester="Each consumer replica"
+    )
     try:
         if config.replicas == 1:
             run_worker(config, 0, environments[0])

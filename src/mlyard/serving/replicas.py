@@ -94,7 +94,9 @@ def serve(spec: ReplicaSpec, *, workers: int, gpus: float) -> int:
         release()
 
 
-def lease_devices(gpus: float, replicas: int) -> tuple[list[dict[str, str]], Callable[[], None]]:
+def lease_devices(
+    gpus: float, replicas: int, *, requester: str = "Each model server replica"
+) -> tuple[list[dict[str, str]], Callable[[], None]]:
     """One environment per replica (its ``CUDA_VISIBLE_DEVICES``) and a function releasing all."""
     if gpus <= 0:
         # No GPU asked for: hide GPUs so frameworks stay on CPU.
@@ -105,7 +107,11 @@ def lease_devices(gpus: float, replicas: int) -> tuple[list[dict[str, str]], Cal
 
     request = Resources(gpus=gpus)
     allocator = GpuAllocator(discover_gpus())
-    allocator.check_satisfiable(request)
+    allocator.check_satisfiable(
+        request,
+        requester=requester,
+        fix="Lower --gpus (a fraction such as 0.5 shares one device), or run where such GPUs are.",
+    )
     lease_ids: list[str] = []
 
     def release() -> None:

@@ -17,6 +17,18 @@ def test_without_gpus_every_replica_runs_on_cpu() -> None:
     release()
 
 
+def test_a_gpu_request_the_machine_lacks_names_the_replica_and_the_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mlyard.platform.gpu_inventory.discover_gpus", lambda: [])
+    with pytest.raises(ResourceError) as refused:
+        lease_devices(1.0, 2)
+    assert str(refused.value.message).startswith("Each model server replica asks for 1 GPU")
+    assert "--gpus" in (refused.value.hint or "")
+    with pytest.raises(ResourceError, match="Each consumer replica asks for 0.5 GPU"):
+        lease_devices(0.5, 1, requester="Each consumer replica")
+
+
 def test_replicas_share_a_port_with_reuse_port() -> None:
     first = bind_socket("127.0.0.1", 0, reuse_port=True)
     port = first.getsockname()[1]

@@ -104,19 +104,23 @@ class GpuAllocator:
         )
         return f"this machine has {listed}"
 
-    def check_satisfiable(self, resources: Resources) -> None:
+    def check_satisfiable(
+        self, resources: Resources, *, requester: str = "The step", fix: str | None = None
+    ) -> None:
         """Raise ``ResourceError`` when this machine can never satisfy ``resources``.
 
-        Does not look at current leases: a request that only has to wait passes.
+        Does not look at current leases: a request that only has to wait passes. ``requester``
+        and ``fix`` word the error for who asked (a step, a model server replica, …).
         """
         if resources.gpus == 0 and resources.gpu_memory is None:
             return
         problem = self._why_never_satisfiable(resources)
         if problem is not None:
             raise ResourceError(
-                f"The step asks for {_describe_gpu_request(resources)}, but "
+                f"{requester} asks for {_describe_gpu_request(resources)}, but "
                 f"{self.describe()}{problem}.",
-                hint=(
+                hint=fix
+                or (
                     "Lower the GPU request of the step, or run it on a backend that has such "
                     "GPUs, e.g. `--backend <your slurm or kubernetes profile>`."
                 ),
