@@ -25,7 +25,7 @@ def test_a_gpu_request_the_machine_lacks_names_the_replica_and_the_flag(
         lease_devices(1.0, 2)
     assert str(refused.value.message).startswith("Each model server replica asks for 1 GPU")
     assert "--gpus" in (refused.value.hint or "")
-    with pytest.raises(ResourceError, match="Each consumer replica asks for 0.5 GPU"):
+    with pytest.raises(ResourceError, match=r"Each consumer replica asks for 0\.5 GPU"):
         lease_devices(0.5, 1, requester="Each consumer replica")
 
 
