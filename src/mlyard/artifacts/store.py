@@ -82,8 +82,13 @@ class ArtifactStore:
         self.endpoint_url = endpoint_url
         self.region = region
         self._fs, self._root = _filesystem(url, endpoint_url, region)
-        self.is_local = not url.startswith("s3://")
+        self.is_local = self.is_local_url(url)
         self.url = self._root if self.is_local else f"s3://{self._root}"
+
+    @staticmethod
+    def is_local_url(url: str) -> bool:
+        """Whether a store URL names a local directory (anything but ``s3://``)."""
+        return not url.startswith("s3://")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:

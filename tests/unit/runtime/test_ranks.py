@@ -71,8 +71,7 @@ def test_a_worker_rank_runs_the_step_but_writes_no_result_or_output(
 ) -> None:
     store, spec, uri = task
     artifacts_before = set(Path(store.url).rglob("*"))
-    monkeypatch.setenv("RANK", "1")
-    assert main([uri]) == 0
+    assert _run_as_rank(1, uri, monkeypatch) == 0
     assert Path(spec.params["marks"], "rank-1").read_text() == "ran"
     assert store.read_document(spec.attempt_id, RESULT_DOCUMENT) is None
     assert set(Path(store.url).rglob("*")) == artifacts_before  # no output, model or result
@@ -82,8 +81,7 @@ def test_rank_zero_writes_the_result_with_its_own_output(
     task: tuple[ArtifactStore, TaskSpec, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, spec, uri = task
-    monkeypatch.setenv("RANK", "0")
-    assert main([uri]) == 0
+    assert _run_as_rank(0, uri, monkeypatch) == 0
     result = store.read_document(spec.attempt_id, RESULT_DOCUMENT)
     assert result is not None and b'"succeeded"' in result
     assert [model["name"] for model in json.loads(result)["models"]] == ["ddp-model"]
@@ -105,9 +103,14 @@ def test_worker_ranks_of_an_attempt_that_already_ended_do_not_run_again(
     task: tuple[ArtifactStore, TaskSpec, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, spec, uri = task
-    monkeypatch.setenv("RANK", "0")
-    assert main([uri]) == 0
+    assert _run_as_rank(0, uri, monkeypatch) == 0
     Path(spec.params["marks"], "rank-0").unlink()
     monkeypatch.setenv("RANK", "1")
     assert run_worker_rank(spec, store) == 0
     assert not Path(spec.params["marks"], "rank-1").exists()
+
+
+def _run_as_rank(rank: int, uri: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``python -m mlyard.runtime URI`` as torchrun starts it for ``rank``."""
+    monkeypatch.setenv("RANK", str(rank))
+    return main([uri])

@@ -82,7 +82,7 @@ class LocalBackend(Backend):
     def warm_up(cls, profile: BackendProfile, settings: Settings) -> None:
         """Start the fork server while the run is being prepared (it imports for ~0.2 s)."""
         if (profile.model_extra or {}).get("fork_server", True):
-            is_local = not settings.artifacts_url.startswith("s3://")
+            is_local = ArtifactStore.is_local_url(settings.artifacts_url)
             fork_server.prestart(_fork_server_preload(is_local))
 
     # --- contract ------------------------------------------------------------------------
