@@ -133,6 +133,11 @@ class Resources(BaseModel):
         return self
 
     @property
+    def whole_cpus(self) -> int:
+        """CPU cores as schedulers count them: a fraction rounds up to a whole core."""
+        return math.ceil(self.cpus)
+
+    @property
     def whole_gpus(self) -> int:
         """GPUs counted as whole devices (a fraction counts as one device shared)."""
         return math.ceil(self.gpus)

@@ -13,7 +13,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend
@@ -23,9 +22,9 @@ from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, StepState
 from mlyard.models.tasks import TrackingTarget
 from mlyard.orchestration.attempts import AttemptLauncher, AttemptOutcome, read_outcome
-from mlyard.orchestration.run_state import StepRecord, write_through
+from mlyard.orchestration.run_state import StepRecord, run_outcome, write_through
 from mlyard.orchestration.step_tracking import StepTracking, TrackingQueue
-from mlyard.store.repository import MetadataStore, RunRow, utcnow
+from mlyard.store.repository import MetadataStore, RunRow, as_utc, utcnow
 from mlyard.tracking.base import Tracker
 
 logger = logging.getLogger(__name__)
@@ -337,7 +336,7 @@ class Orchestrator:
             if not all(up.state.produced_outputs for up in upstream):
                 continue
             due = record.row.next_attempt_at
-            if due is not None and _aware(due) > now:
+            if due is not None and as_utc(due) > now:
                 continue
             if self.launcher.try_cache(record, self.steps):
                 changed = True
@@ -351,17 +350,7 @@ class Orchestrator:
     # --- endings -------------------------------------------------------------------------
 
     def _finish_run(self) -> None:
-        states = [record.state for record in self.steps.values()]
-        if any(state == StepState.CANCELLED for state in states):
-            final = RunState.CANCELLED
-        elif all(state.produced_outputs for state in states):
-            final = RunState.SUCCEEDED
-        else:
-            final = RunState.FAILED
-        error = None
-        failed = [r for r in self.steps.values() if r.state == StepState.FAILED]
-        if failed:
-            error = f"Step {failed[0].node.name!r} failed: {failed[0].row.error}"
+        final, error = run_outcome(self.steps.values())
         self.tracking_queue.drain()
         write_through(self.metadata, self.run, state=final.value, finished_at=utcnow(), error=error)
         self.tracking.finish_run(self.run, final)
@@ -406,11 +395,4 @@ class Orchestrator:
             signal.signal(signal.SIGINT, previous)
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything mlyard writes is UTC.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=utcnow().tzinfo)
-    return moment
-
-
-__all__ = ["Orchestrator", "RunObserver", "timedelta"]
+__all__ = ["Orchestrator", "RunObserver"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from mlyard.models.backends import JobHandle
 from mlyard.models.pipelines import StepNode
-from mlyard.models.runs import StepState
+from mlyard.models.runs import RunState, StepState
 from mlyard.models.tasks import ArtifactRef
 from mlyard.store.repository import AttemptRow, MetadataStore, RunRow, StepRunRow
 from mlyard.store.tables import Base
@@ -43,6 +44,21 @@ class StepRecord:
         if self.state not in (StepState.QUEUED, StepState.RUNNING):
             return None
         return JobHandle.model_validate(attempt.handle)
+
+
+def run_outcome(records: Iterable[StepRecord]) -> tuple[RunState, str | None]:
+    """The final state of a run whose steps are all terminal, and the first failure's error."""
+    finished = list(records)
+    states = [record.state for record in finished]
+    if any(state == StepState.CANCELLED for state in states):
+        final = RunState.CANCELLED
+    elif all(state.produced_outputs for state in states):
+        final = RunState.SUCCEEDED
+    else:
+        final = RunState.FAILED
+    failed = [record for record in finished if record.state == StepState.FAILED]
+    error = f"Step {failed[0].node.name!r} failed: {failed[0].row.error}" if failed else None
+    return final, error
 
 
 def write_through(

@@ -10,17 +10,18 @@ from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, RunView, StepState, StepView
 from mlyard.models.tasks import ArtifactRef, Usage
 from mlyard.orchestration.accounting import total_usage
-from mlyard.store.repository import AttemptRow, MetricRow, ModelVersionRow, RunRow, StepRunRow
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
+from mlyard.store.repository import (
+    AttemptRow,
+    MetricRow,
+    ModelVersionRow,
+    RunRow,
+    StepRunRow,
+    as_utc,
+)
 
 
 def _duration(start: datetime | None, end: datetime | None) -> float | None:
-    start, end = _aware(start), _aware(end)
+    start, end = as_utc(start), as_utc(end)
     if start is None:
         return None
     return ((end or datetime.now(UTC)) - start).total_seconds()
@@ -53,8 +54,8 @@ def build_run_view(
                 state=StepState(row.state),
                 attempts=len(step_attempts),
                 retries=max(0, len(step_attempts) - 1),
-                started_at=_aware(row.started_at),
-                finished_at=_aware(row.finished_at),
+                started_at=as_utc(row.started_at),
+                finished_at=as_utc(row.finished_at),
                 duration_seconds=_duration(row.started_at, row.finished_at),
                 cached_from_run_id=row.cached_from_run_id,
                 reason=row.reason,
@@ -75,9 +76,9 @@ def build_run_view(
         state=RunState(run.state),
         params=run.params,
         backend=run.backend,
-        created_at=_aware(run.created_at) or datetime.now(UTC),
-        started_at=_aware(run.started_at),
-        finished_at=_aware(run.finished_at),
+        created_at=as_utc(run.created_at) or datetime.now(UTC),
+        started_at=as_utc(run.started_at),
+        finished_at=as_utc(run.finished_at),
         duration_seconds=_duration(run.started_at, run.finished_at),
         error=run.error,
         steps=steps,

@@ -24,7 +24,7 @@ from mlyard.orchestration.loading import LoadedPipeline, trace_pipeline
 from mlyard.orchestration.reconciler import Orchestrator
 from mlyard.services.run_views import build_run_view
 from mlyard.settings import Settings, load_settings
-from mlyard.store.repository import MetadataStore, RunRow, StepRunRow, utcnow
+from mlyard.store.repository import MetadataStore, RunRow, StepRunRow, as_utc, utcnow
 from mlyard.tracking.base import Tracker
 from mlyard.tracking.factory import create_tracker
 
@@ -207,12 +207,9 @@ def orchestrator_alive(run: RunRow) -> bool:
     """Whether an orchestrator process is still driving ``run``."""
     if RunState(run.state).is_terminal or run.orchestrator_pid is None:
         return False
-    heartbeat = run.heartbeat_at
-    if heartbeat is not None:
-        if heartbeat.tzinfo is None:
-            heartbeat = heartbeat.replace(tzinfo=utcnow().tzinfo)
-        if (utcnow() - heartbeat).total_seconds() > STALE_HEARTBEAT_SECONDS:
-            return False
+    heartbeat = as_utc(run.heartbeat_at)
+    if heartbeat is not None and (utcnow() - heartbeat).total_seconds() > STALE_HEARTBEAT_SECONDS:
+        return False
     import socket
 
     if run.orchestrator_host != socket.gethostname():

@@ -7,7 +7,6 @@ expand it at run time, so the same script works whichever nodes SLURM picks.
 
 from __future__ import annotations
 
-import math
 import shlex
 from collections.abc import Sequence
 
@@ -59,7 +58,7 @@ def torchrun_command(resources: Resources, python: str, task_arguments: Sequence
         f"--nodes={nodes}",
         f"--ntasks={nodes}",
         "--ntasks-per-node=1",
-        f"--cpus-per-task={_whole_cpus(resources)}",
+        f"--cpus-per-task={resources.whole_cpus}",
         # One failed node ends the step instead of leaving the others waiting on a collective.
         "--kill-on-bad-exit=1",
     ]
@@ -84,16 +83,12 @@ def ray_driver_command(resources: Resources, python: str, runtime: Sequence[str]
         "-m",
         RAY_DRIVER_MODULE,
         f"--nodes={resources.nodes}",
-        f"--cpus={_whole_cpus(resources)}",
+        f"--cpus={resources.whole_cpus}",
         f"--gpus={resources.whole_gpus}",
         "--",
         *runtime,
     ]
     return _join(driver)
-
-
-def _whole_cpus(resources: Resources) -> int:
-    return math.ceil(resources.cpus)
 
 
 def _join(parts: Sequence[str]) -> str:

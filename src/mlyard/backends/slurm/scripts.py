@@ -70,7 +70,7 @@ def sbatch_options(
             options.append(f"{flag}={value}")
     options.append(f"--nodes={resources.nodes}")
     options.append("--ntasks-per-node=1")
-    options.append(f"--cpus-per-task={math.ceil(resources.cpus)}")
+    options.append(f"--cpus-per-task={resources.whole_cpus}")
     if resources.memory is not None:
         options.append(f"--mem={format_memory(resources.memory)}")
     if resources.time_limit is not None:
