@@ -24,12 +24,12 @@ for longer than ``reconnect_window`` ends in a ``BackendError``.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlyard.consumers.base import Delivery
+from mlyard.consumers.brokers import kafka_client
 from mlyard.consumers.brokers.reconnect import call_with_reconnect
 from mlyard.consumers.urls import BrokerUrl
 from mlyard.errors import BackendError, ConfigError
@@ -43,88 +43,6 @@ logger = logging.getLogger(__name__)
 CONSUME_SLICE_SECONDS = 0.05
 #: Commit errors that mean "a rebalance took the partition": the new owner redelivers.
 REBALANCE_ERRORS = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID")
-
-
-class _TransientKafkaError(Exception):
-    """A librdkafka error worth retrying (the broker is away or moving)."""
-
-
-def _base_config(url: BrokerUrl) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": f"{url.host or '127.0.0.1'}:{url.port or 9092}",
-        "socket.connection.setup.timeout.ms": 3000,
-        "logger": logger,
-    }
-    if url.username and url.password:
-        config.update(
-            {
-                "security.protocol": url.options.get("security_protocol", "SASL_PLAINTEXT"),
-                "sasl.mechanisms": url.options.get("sasl_mechanism", "PLAIN"),
-                "sasl.username": url.username,
-                "sasl.password": url.password,
-            }
-        )
-    return config
-
-
-def _window(url: BrokerUrl) -> float:
-    return float(url.options.get("reconnect_window", "30"))
-
-
-def _check_reachable(url: BrokerUrl) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    address = (url.host or "127.0.0.1", url.port or 9092)
-    try:  # fails at once on a closed port; list_topics below would wait its full timeout
-        socket.create_connection(address, timeout=3).close()
-    except OSError as exc:
-        raise ConfigError(
-            f"Kafka at {url.redacted} is not reachable: {exc}",
-            hint="Start the broker (scripts/services/kafka.sh start DIR) or fix the host and port.",
-        ) from exc
-    try:
-        AdminClient(_base_config(url)).list_topics(timeout=4)
-    except KafkaException as exc:
-        raise ConfigError(
-            f"Kafka at {url.redacted} is not reachable: {exc.args[0].str()}",
-            hint="Start the broker (scripts/services/kafka.sh start DIR) or fix the host and port.",
-        ) from exc
-
-
-def _ensure_topic(url: BrokerUrl, topic: str) -> None:
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
-    partitions = int(url.options.get("partitions", "1"))
-    admin = AdminClient(_base_config(url))  # must outlive the future, or it is cancelled
-    futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1)], operation_timeout=10
-    )
-    try:
-        futures[topic].result(timeout=15)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise BackendError(
-                f"Could not create the topic {topic!r} at {url.redacted}: {exc.args[0].str()}",
-                hint="Create it yourself or allow this client to create topics.",
-            ) from exc
-
-
-def _is_transient(error: KafkaError) -> bool:
-    from confluent_kafka import KafkaError
-
-    transient_codes = {
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-        KafkaError._TIMED_OUT,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    }
-    return bool(error.retriable()) or error.code() in transient_codes
 
 
 class KafkaSource:
@@ -147,16 +65,16 @@ class KafkaSource:
         self._brokers_down_since: float | None = None
 
     def check_reachable(self) -> None:
-        _check_reachable(self.url)
+        kafka_client.check_reachable(self.url)
 
     def _ready_consumer(self) -> Consumer:
         if self._consumer is not None:
             return self._consumer
         from confluent_kafka import Consumer
 
-        _ensure_topic(self.url, self.topic)
+        kafka_client.ensure_topic(self.url, self.topic)
         session_ms = int(self.url.options.get("session_timeout_ms", "10000"))
-        config = _base_config(self.url) | {
+        config = kafka_client.client_config(self.url) | {
             "group.id": self.group,
             "client.id": self.consumer_name,
             "enable.auto.commit": False,
@@ -240,13 +158,14 @@ class KafkaSource:
 
     def _raise_if_brokers_stay_away(self) -> None:
         down_since = self._brokers_down_since
-        if down_since is None or time.monotonic() - down_since < _window(self.url):
+        window = kafka_client.reconnect_window(self.url)
+        if down_since is None or time.monotonic() - down_since < window:
             return
         try:
-            _check_reachable(self.url)
+            kafka_client.check_reachable(self.url)
         except ConfigError as exc:
             raise BackendError(
-                f"Kafka at {self.url.redacted} has been unreachable for {_window(self.url):.0f} s.",
+                f"Kafka at {self.url.redacted} has been unreachable for {window:.0f} s.",
                 hint="Check that the broker is running and reachable, then restart the worker.",
             ) from exc
         self._brokers_down_since = None
@@ -311,8 +230,8 @@ class KafkaSource:
                 error = exc.args[0]
                 if error.name() in REBALANCE_ERRORS:
                     logger.warning("commit lost to a rebalance (redelivered): %s", error.str())
-                elif _is_transient(error):
-                    raise _TransientKafkaError(error.str()) from exc
+                elif kafka_client.is_transient(error):
+                    raise kafka_client.TransientKafkaError(error.str()) from exc
                 else:
                     raise BackendError(
                         f"Kafka at {self.url.redacted} refused a commit: {error.str()}"
@@ -320,10 +239,10 @@ class KafkaSource:
 
         call_with_reconnect(
             commit,
-            transient=(_TransientKafkaError,),
+            transient=(kafka_client.TransientKafkaError,),
             what="commit offsets",
             url=self.url.redacted,
-            window=_window(self.url),
+            window=kafka_client.reconnect_window(self.url),
         )
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
@@ -372,20 +291,21 @@ class KafkaSink:
 
         self.url = url
         self.topic = url.option("topic")
-        window_ms = int(_window(url) * 1000)
+        window_ms = int(kafka_client.reconnect_window(url) * 1000)
         self._producer = Producer(
-            _base_config(url) | {"acks": "all", "linger.ms": 2, "message.timeout.ms": window_ms}
+            kafka_client.client_config(url)
+            | {"acks": "all", "linger.ms": 2, "message.timeout.ms": window_ms}
         )
         self._topic_ready = False
 
     def check_reachable(self) -> None:
-        _check_reachable(self.url)
+        kafka_client.check_reachable(self.url)
 
     def publish(self, payloads: Sequence[bytes]) -> None:
         if not payloads:
             return
         if not self._topic_ready:
-            _ensure_topic(self.url, self.topic)
+            kafka_client.ensure_topic(self.url, self.topic)
             self._topic_ready = True
         failures: list[str] = []
 
@@ -401,7 +321,7 @@ class KafkaSink:
                 except BufferError:  # the local queue is full: let deliveries drain
                     self._producer.poll(0.1)
         # librdkafka retries through broker outages until message.timeout.ms (the window).
-        remaining = self._producer.flush(_window(self.url) + 5)
+        remaining = self._producer.flush(kafka_client.reconnect_window(self.url) + 5)
         if remaining or failures:
             raise BackendError(
                 f"Kafka at {self.url.redacted} did not take {remaining + len(failures)} of "
