@@ -71,3 +71,24 @@ def test_gpu_request_on_a_machine_without_gpus_is_refused_before_running() -> No
     gpu_steps = _import("gpus", "gpu_steps")
     with pytest.raises(ResourceError, match="GPU"):
         mlyard.run(gpu_steps.gpus, settings=load_settings(tracking={"uri": "none"}))  # type: ignore[attr-defined]
+
+
+def test_torchrun_steps_run_on_the_local_backend_with_a_rank_per_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two (fake) GPUs give two ranks; they all-reduce over gloo on the CPU.
+    fake = [
+        GpuDevice(index=i, uuid=f"GPU-{i}", name="NVIDIA A100", memory_total_bytes=40 * GIB)
+        for i in range(2)
+    ]
+    monkeypatch.setattr("mlyard.backends.local.backend.discover_gpus", lambda: fake)
+    ddp_steps = _import("distributed", "ddp_steps")
+    settings = load_settings(tracking={"uri": "none"})
+    run = mlyard.run(ddp_steps.distributed, settings=settings)  # type: ignore[attr-defined]
+    assert run.succeeded, run.error
+    store = ArtifactStore.from_settings(settings)
+    two = load_value(store, run.step("two_ranks").outputs["output"])
+    one = load_value(store, run.step("one_rank").outputs["output"])
+    # Rank 0's result is the step's output; the sum proves both ranks took part.
+    assert two == {"rank": 0, "world_size": 2, "sum": 3.0, "devices": "0,1"}
+    assert one == {"rank": 0, "world_size": 1, "sum": 1.0, "devices": ""}

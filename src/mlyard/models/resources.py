@@ -138,6 +138,14 @@ class Resources(BaseModel):
         return math.ceil(self.cpus)
 
     @property
+    def ranks_per_node(self) -> int:
+        """Processes per node of a torchrun step: one per GPU (torchrun's convention), one per
+        node without GPUs; 1 for every other step."""
+        if self.launcher == "torchrun" and self.gpus >= 1:
+            return self.whole_gpus
+        return 1
+
+    @property
     def whole_gpus(self) -> int:
         """GPUs counted as whole devices (a fraction counts as one device shared)."""
         return math.ceil(self.gpus)

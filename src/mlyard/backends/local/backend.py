@@ -222,17 +222,33 @@ class LocalBackend(Backend):
         assert job.lease is not None
         environment.update(job.lease.environment())
         environment[PID_FILE_VARIABLE] = str(self._pid_path(job.job_id))
-        command = [sys.executable, "-m", "mlyard.runtime", job.task_uri]
+        arguments = [job.task_uri]
         if self.store.endpoint_url:
-            command += ["--endpoint-url", self.store.endpoint_url]
+            arguments += ["--endpoint-url", self.store.endpoint_url]
         self._write_state(job, "starting")
         server = self._fork_server
-        if server is not None and server.wait_ready():
-            pid = server.start(job.job_id, command[3:], environment, job.log_path)
+        if job.resources.launcher == "torchrun":
+            # One machine: torchrun's standalone rendezvous, one rank per leased GPU; every
+            # rank runs the runtime, rank 0 alone writes the result.
+            environment.pop(PID_FILE_VARIABLE)  # the agent is the job, not any one rank
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={job.resources.ranks_per_node}",
+                "-m",
+                "mlyard.runtime",
+                *arguments,
+            ]
+            job.process = start_process(command, environment=environment, log_path=job.log_path)
+        elif server is not None and server.wait_ready():
+            pid = server.start(job.job_id, arguments, environment, job.log_path)
             job.process = StepProcess(
                 pid=pid, create_time=server.create_time(pid), fork_server=server
             )
         else:
+            command = [sys.executable, "-m", "mlyard.runtime", *arguments]
             job.process = start_process(command, environment=environment, log_path=job.log_path)
         self._running[job.job_id] = job
         self._write_state(job, "running")

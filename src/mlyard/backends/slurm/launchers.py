@@ -37,16 +37,9 @@ def rendezvous_lines(resources: Resources) -> list[str]:
         "export MASTER_ADDR",
         # Derived from the job id, so two jobs sharing a node do not collide.
         "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))",
-        f"export WORLD_SIZE={resources.nodes * processes_per_node(resources)}",
+        f"export WORLD_SIZE={resources.nodes * resources.ranks_per_node}",
         f"export MLYARD_LAUNCHER={resources.launcher or 'none'}",
     ]
-
-
-def processes_per_node(resources: Resources) -> int:
-    """torchrun's convention: one process per GPU of the node, one per node without GPUs."""
-    if resources.launcher == "torchrun" and resources.gpus >= 1:
-        return resources.whole_gpus
-    return 1
 
 
 def torchrun_command(resources: Resources, python: str, task_arguments: Sequence[str]) -> str:
@@ -67,7 +60,7 @@ def torchrun_command(resources: Resources, python: str, task_arguments: Sequence
         "-m",
         "torch.distributed.run",
         f"--nnodes={nodes}",
-        f"--nproc-per-node={processes_per_node(resources)}",
+        f"--nproc-per-node={resources.ranks_per_node}",
         "--rdzv-backend=c10d",
     ]
     # The rendezvous id and endpoint expand in the job's shell, so they stay unquoted.

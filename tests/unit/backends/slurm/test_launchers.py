@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from mlyard.backends.slurm.launchers import launch_lines, processes_per_node
+from mlyard.backends.slurm.launchers import launch_lines
 from mlyard.models.resources import Resources
 
 TASK = ["s3://b/tasks/a/task.json", "--endpoint-url", "http://s3:8333"]
@@ -37,7 +37,7 @@ def test_torchrun_starts_one_agent_per_node_with_c10d_rendezvous() -> None:
 
 def test_torchrun_without_gpus_runs_one_process_per_node() -> None:
     resources = Resources(nodes=2, cpus=8, launcher="torchrun")
-    assert processes_per_node(resources) == 1
+    assert resources.ranks_per_node == 1
     line = launch_lines(resources, "python", TASK)[-1]
     assert "--cpus-per-task=8" in line and "--nproc-per-node=1" in line
 
