@@ -71,13 +71,8 @@ def write_through(
     key = _primary_key(row)
     if session is None:
         metadata.update(type(row), key, **fields)
-    else:
-        stored = session.get(type(row), key)
-        if stored is None:
-            session.add(row)
-        else:
-            for name, value in fields.items():
-                setattr(stored, name, value)
+    elif not metadata.update_in(session, type(row), key, **fields):
+        session.add(row)  # a row new in this transaction: inserted with the fields below
     for name, value in fields.items():
         setattr(row, name, value)
 

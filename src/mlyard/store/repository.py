@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,11 +86,22 @@ class MetadataStore:
 
     def update(self, row_type: type[RowT], key: str, **fields: Any) -> None:
         with self.transaction() as session:
-            row = session.get(row_type, key)
-            if row is None:
+            if not self.update_in(session, row_type, key, **fields):
                 raise StoreError(f"{row_type.__tablename__} {key!r} vanished from the database.")
-            for name, value in fields.items():
-                setattr(row, name, value)
+
+    @staticmethod
+    def update_in(session: Session, row_type: type[RowT], key: str, **fields: Any) -> bool:
+        """One UPDATE by primary key, without loading the row first (the orchestrator holds
+        it in memory already); False when there is no such row."""
+        primary_key = sa_inspect(row_type).primary_key[0]
+        statement = (
+            update(row_type)
+            .where(primary_key == key)
+            .values(**fields)
+            .execution_options(synchronize_session=False)
+        )
+        result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+        return result.rowcount == 1
 
     def get_run(self, run_id: str) -> RunRow:
         with self.transaction() as session:

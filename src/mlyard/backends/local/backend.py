@@ -99,12 +99,13 @@ class LocalBackend(Backend):
             environment=dict(task.spec.environment),
             log_path=self.logs_dir / f"{job_id}.log",
         )
-        self._write_state(job, "queued")
         if self._use_fork_server and self._fork_server is None:
             # Once per run: the one warm_up started, or a new one now.
             self._fork_server = fork_server.take(_fork_server_preload(self.store.is_local))
         self._queued.append(job)
-        self._start_queued()
+        self._start_queued()  # a job that starts now is recorded as "starting" before it does
+        if job in self._queued:
+            self._write_state(job, "queued")
         return handle
 
     def _status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
