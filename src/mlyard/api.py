@@ -32,10 +32,11 @@ def run(
     the backend can never satisfy, an unreachable store) raise ``MlyardError`` before anything
     runs. Use ``params={...}`` for parameters named like this function's own options.
     """
+    from mlyard.backends.registry import warm_up_backend
     from mlyard.orchestration.decorators import Pipeline
     from mlyard.orchestration.loading import loaded_from_function
     from mlyard.runtime.execute import IN_STEP_VARIABLE
-    from mlyard.services.runs import Workspace, execute_run, prepare_run, warm_up
+    from mlyard.services.runs import Workspace, execute_run, prepare_run
     from mlyard.settings import load_settings
 
     if os.environ.get(IN_STEP_VARIABLE):
@@ -50,7 +51,7 @@ def run(
         )
     loaded = loaded_from_function(pipeline)
     settings = settings or load_settings(Path.cwd())
-    warm_up(settings, backend)
+    warm_up_backend(backend, settings)
     workspace = Workspace.open(settings)
     try:
         all_params = {**(params or {}), **parameters}

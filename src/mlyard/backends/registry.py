@@ -25,9 +25,12 @@ def create_backend(name: str, settings: Settings, store: ArtifactStore) -> Backe
     return _backend_class(name, profile.type)(name, profile, settings, store)
 
 
-def warm_up_backend(name: str, settings: Settings) -> None:
-    """Let backend ``name`` start its slow parts early; silent when the profile is unusable
-    (``create_backend`` reports that with the right message later)."""
+def warm_up_backend(name: str | None, settings: Settings) -> None:
+    """Let backend ``name`` (the default one when None) start its slow parts early, such as the
+    local fork server; silent when the profile is unusable (``create_backend`` reports that with
+    the right message later). Call it before importing the heavy modules a run needs, so that
+    their import overlaps the warm-up."""
+    name = name or settings.default_backend
     try:
         profile = settings.backend_profile(name)
         backend_class = _backend_class(name, profile.type)

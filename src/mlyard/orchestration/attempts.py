@@ -27,7 +27,6 @@ from mlyard.orchestration.accounting import merge_usage, with_cost
 from mlyard.orchestration.cache import cache_key
 from mlyard.orchestration.run_state import StepRecord, write_through
 from mlyard.store.repository import AttemptRow, MetadataStore, RunRow, utcnow
-from mlyard.store.tables import CacheEntryRow
 
 RESULT_DOCUMENT = "result.json"
 TASK_DOCUMENT = "task.json"
@@ -180,7 +179,7 @@ class AttemptLauncher:
             tracked=False,
         )
         with self.metadata.transaction() as session:
-            session.add(attempt)
+            self.metadata.insert_in(session, attempt)
             write_through(
                 self.metadata,
                 record.row,
@@ -237,18 +236,9 @@ class AttemptLauncher:
             )
             self.metadata.record_metrics(session, record.row.id, result.metrics, [])
             if record.row.cache_key and record.node.cache:
-                existing = session.get(CacheEntryRow, record.row.cache_key)
-                if existing is None:
-                    session.add(
-                        CacheEntryRow(
-                            cache_key=record.row.cache_key,
-                            step_run_id=record.row.id,
-                            run_id=self.run.id,
-                            created_at=now,
-                        )
-                    )
-                else:
-                    existing.step_run_id, existing.run_id = record.row.id, self.run.id
+                self.metadata.remember_cache_entry(
+                    session, record.row.cache_key, record.row.id, self.run.id
+                )
             self._close_attempt(attempt, outcome, StepState.SUCCEEDED, usage, session=session)
             write_through(
                 self.metadata,

@@ -71,10 +71,13 @@ def write_through(
     key = _primary_key(row)
     if session is None:
         metadata.update(type(row), key, **fields)
-    elif not metadata.update_in(session, type(row), key, **fields):
-        session.add(row)  # a row new in this transaction: inserted with the fields below
+        inserted = False
+    else:
+        inserted = not metadata.update_in(session, type(row), key, **fields)
     for name, value in fields.items():
         setattr(row, name, value)
+    if inserted and session is not None:
+        metadata.insert_in(session, row)  # a row new in this transaction, with the fields
 
 
 def _primary_key(row: Base) -> str:

@@ -14,7 +14,7 @@ import psutil
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend
-from mlyard.backends.registry import create_backend, warm_up_backend
+from mlyard.backends.registry import create_backend
 from mlyard.errors import NotFoundError, RunError
 from mlyard.models.backends import JobHandle
 from mlyard.models.pipelines import PipelineGraph
@@ -60,11 +60,6 @@ class Workspace:
 
     def close(self) -> None:
         self.metadata.close()
-
-
-def warm_up(settings: Settings, backend_name: str | None = None) -> None:
-    """Start the backend's slow parts (the local fork server) while the run is prepared."""
-    warm_up_backend(backend_name or settings.default_backend, settings)
 
 
 def prepare_run(
