@@ -287,13 +287,23 @@ def read_uri(uri: str, *, endpoint_url: str | None = None) -> bytes:
         filesystem, _ = _filesystem(uri, endpoint_url, None)
         path = uri.removeprefix("s3://")
     else:
-        filesystem, path = _filesystem(uri, None, None)
+        return _read_local(uri)
     try:
         return bytes(filesystem.cat_file(path))
     except FileNotFoundError as exc:
         raise ArtifactError(f"No document at {uri}.") from exc
     except Exception as exc:
         raise ArtifactError(f"Could not read {uri}: {_reason(exc)}.") from exc
+
+
+def _read_local(uri: str) -> bytes:
+    path = Path(uri.removeprefix("file://")).expanduser()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"No document at {uri}.") from exc
+    except OSError as exc:
+        raise ArtifactError(f"Could not read {uri}: {exc.strerror or exc}.") from exc
 
 
 def _reason(exc: BaseException) -> str:

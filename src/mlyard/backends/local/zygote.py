@@ -44,6 +44,9 @@ def _preload(extra: list[str]) -> None:
         # Optional pieces may be missing: the child imports what it needs.
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    from mlyard.runtime.__main__ import prepare_for_fork
+
+    prepare_for_fork()
 
 
 def _child(request: dict[str, Any]) -> None:
