@@ -8,6 +8,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,37 +42,76 @@ def _request(process: subprocess.Popen[bytes], job: str, task: Path, tmp_path: P
     process.stdin.flush()
 
 
-def _messages(process: subprocess.Popen[bytes], *, until: int, quiet: float) -> list[Any]:
-    """Messages until ``until`` exits were seen, then whatever comes within ``quiet`` s more."""
-    assert process.stdout is not None
-    messages: list[Any] = []
-    while True:
-        exits = sum(1 for m in messages if "exit" in m)
-        timeout = quiet if exits >= until else 30.0
-        ready, _, _ = select.select([process.stdout], [], [], timeout)
-        if not ready:
-            assert exits >= until, f"only {messages} within 30 s"
-            return messages
-        messages.append(json.loads(process.stdout.readline()))
+class _Lines:
+    """JSON lines from the server's stdout, read unbuffered so that select() sees them all."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self.fd = process.stdout.fileno()
+        self.pending = b""
+
+    def next(self, timeout: float) -> Any | None:
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 65536)
+            assert chunk, "the fork server closed its output"
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def until_exits(self, count: int, *, quiet: float) -> list[Any]:
+        """Messages until ``count`` exits were seen, then whatever comes within ``quiet`` s."""
+        messages: list[Any] = []
+        while True:
+            enough = sum(1 for m in messages if "exit" in m) >= count
+            message = self.next(quiet if enough else 30.0)
+            if message is None:
+                assert enough, f"only {messages} within 30 s"
+                return messages
+            messages.append(message)
 
 
 def test_every_child_end_is_reported_exactly_once(
     zygote: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
-    assert json.loads(zygote.stdout.readline()) == {"ready": True}  # type: ignore[union-attr]
+    lines = _Lines(zygote)
+    assert lines.next(30.0) == {"ready": True}
     blocking = tmp_path / "task.fifo"
     os.mkfifo(blocking)  # reading it blocks: this child runs until it is killed
     _request(zygote, "killed", blocking, tmp_path)
-    started = json.loads(zygote.stdout.readline())  # type: ignore[union-attr]
-    assert started["job"] == "killed"
+    started = lines.next(30.0)
+    assert started is not None and started["job"] == "killed"
     killed_pid = started["pid"]
     for number in range(5):  # children that end by themselves announce their exit status
         _request(zygote, f"quick-{number}", tmp_path / "missing-task.json", tmp_path)
     os.kill(killed_pid, signal.SIGKILL)
-    messages = _messages(zygote, until=6, quiet=1.0)
+    messages = lines.until_exits(6, quiet=1.0)
     exits = [m for m in messages if "exit" in m]
     pids = [m["pid"] for m in exits]
     assert len(pids) == len(set(pids)) == 6, exits
     codes = {m["pid"]: m["exit"] for m in exits}
     assert codes.pop(killed_pid) == -signal.SIGKILL
     assert set(codes.values()) == {2}  # the runtime's "no task document" status
+
+
+def test_a_request_still_runs_when_the_waiting_child_died(
+    zygote: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    import psutil
+
+    lines = _Lines(zygote)
+    assert lines.next(30.0) == {"ready": True}
+    deadline = time.monotonic() + 10
+    while not (waiting := psutil.Process(zygote.pid).children()):
+        assert time.monotonic() < deadline, "no child was forked ahead"
+        time.sleep(0.01)
+    (spare,) = waiting
+    spare.kill()
+    spare.wait(timeout=10)
+    _request(zygote, "after", tmp_path / "missing-task.json", tmp_path)
+    messages = lines.until_exits(2, quiet=0.5)
+    (started,) = [m for m in messages if m.get("job") == "after"]
+    assert started["pid"] != spare.pid
+    assert {"pid": started["pid"], "exit": 2} in messages

@@ -6,12 +6,14 @@ trivial step costs milliseconds. It stays single-threaded (forking is safe) and 
 CUDA libraries (a child may initialise CUDA after the fork; the parent must not have).
 
 Protocol, JSON lines: on stdin ``{"job": id, "argv": [...], "env": {...}, "log": path,
-"cwd": dir}``; on stdout ``{"job": id, "pid": n}`` once forked and ``{"pid": n, "exit": code}``
-when a child ends (negative: killed by that signal). EOF on stdin ends the server; its children
-live on (each in its own session) for a restarted orchestrator to re-attach.
+"cwd": dir}``; on stdout ``{"job": id, "pid": n}`` once a child has the job and
+``{"pid": n, "exit": code}`` when a child ends (negative: killed by that signal). EOF on stdin
+ends the server; its children live on (each in its own session) for a restarted orchestrator
+to re-attach.
 
-A child that finishes normally tells the server its exit status over a pipe just before it
-exits, so the end is reported without waiting for the kernel to tear the process down and
+One child is always forked ahead and waits for the next request, so no fork sits between two
+steps. A child that finishes normally tells the server its exit status over a pipe just before
+it exits, so the end is reported without waiting for the kernel to tear the process down and
 deliver SIGCHLD (~2 ms per step); a child killed by a signal is reported when it is reaped.
 """
 
@@ -53,16 +55,67 @@ def _preload(extra: list[str]) -> None:
     prepare_for_fork()
 
 
-def _child(request: dict[str, Any], ended: int) -> None:
-    """In the forked child: become a step process and run the runtime; never returns.
+def _spare(out: Any, server_fds: tuple[int, ...], ended: int) -> tuple[int, int]:
+    """Fork the next step process before its request comes: it waits on a pipe of its own.
 
-    ``ended``: the pipe to tell the server this process's exit status on the way out."""
-    code = 2
+    Returns its pid and the pipe's write end. Forking (~1.5 ms for this process's memory) and
+    the child's first page faults then happen while the previous step runs, not between steps.
+    """
+    request_read, request_write = os.pipe()
+    pid = os.fork()
+    if pid != 0:
+        os.close(request_read)
+        return pid, request_write
     try:
+        out.close()
+        signal.set_wakeup_fd(-1)
+        for fd in (*server_fds, request_write):
+            os.close(fd)
         os.setsid()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        request = _read_request(request_read)
+    except BaseException:
+        os._exit(2)
+    if request is None:  # the server ended without handing this process a step
+        os._exit(0)
+    _child(request, ended)
+    os._exit(2)  # not reached: _child never returns
+
+
+def _read_request(fd: int) -> dict[str, Any] | None:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        data += chunk
+    os.close(fd)
+    request: dict[str, Any] = json.loads(data)
+    return request
+
+
+def _hand_over(spare: tuple[int, int], line: bytes) -> bool:
+    """Send a request line to a spare; False when the spare died while it waited."""
+    _, pipe = spare
+    try:
+        view = memoryview(line)
+        while view:
+            view = view[os.write(pipe, view) :]
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pipe)
+
+
+def _child(request: dict[str, Any], ended: int) -> None:
+    """In a spare that got its request: become the step process and run the runtime; never
+    returns. ``ended``: the pipe to tell the server this process's exit status on the way out.
+    """
+    code = 2
+    try:
         log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)
@@ -109,8 +162,9 @@ def _report_announced(out: Any, ended_read: int, reported: set[int]) -> None:
 
 
 def _reap(out: Any, ended_read: int, reported: set[int]) -> None:
-    # Announcements first: a child writes its own before it exits, so every reaped child
-    # that announced is in ``reported`` by now and is never reported twice.
+    # A child writes its announcement before it exits: reading the pipe after waitpid()
+    # returned it finds the announcement of every child that made one, so none is reported
+    # twice.
     _report_announced(out, ended_read, reported)
     while True:
         try:
@@ -119,6 +173,8 @@ def _reap(out: Any, ended_read: int, reported: set[int]) -> None:
             return
         if pid == 0:
             return
+        if pid not in reported:
+            _report_announced(out, ended_read, reported)  # it may have announced just now
         if pid in reported:
             reported.discard(pid)  # its end was announced already
             continue
@@ -141,8 +197,10 @@ def serve() -> None:
     ended_read, ended_write = os.pipe()
     os.set_blocking(ended_read, False)
     reported: set[int] = set()
+    server_fds = (wake_read, wake_write, ended_read)
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
+    spare: tuple[int, int] | None = _spare(out, server_fds, ended_write)
     buffer = b""
     stdin = sys.stdin.fileno()
     while True:
@@ -162,18 +220,17 @@ def serve() -> None:
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            request = json.loads(line)
-            pid = os.fork()
-            if pid == 0:
-                out.close()
-                signal.set_wakeup_fd(-1)
-                os.close(wake_read)
-                os.close(wake_write)
-                os.close(ended_read)
-                _child(request, ended_write)
-            out.write(json.dumps({"job": request["job"], "pid": pid}) + "\n")
+            job = json.loads(line)["job"]
+            while True:
+                taken = spare or _spare(out, server_fds, ended_write)
+                spare = None
+                if _hand_over(taken, line + b"\n"):
+                    break
+            out.write(json.dumps({"job": job, "pid": taken[0]}) + "\n")
             out.flush()
         _reap(out, ended_read, reported)
+        if spare is None:
+            spare = _spare(out, server_fds, ended_write)
 
 
 if __name__ == "__main__":
