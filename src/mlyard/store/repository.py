@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar, cast, overload
 
-from sqlalchemy import Table, Update, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, Update, bindparam, delete, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -169,16 +169,12 @@ class MetadataStore:
         inputs: Mapping[str, Sequence[ArtifactRef]],
     ) -> None:
         """Lineage rows for one step run, inside the caller's transaction (Core statements:
-        one query for the known artifacts, one insert per table)."""
+        one insert per table)."""
         connection = session.connection()
         every = [*outputs.values(), *(ref for refs in inputs.values() for ref in refs)]
-        by_digest = {ref.digest: ref for ref in every}
-        known = set(
-            connection.scalars(select(ArtifactRow.digest).where(ArtifactRow.digest.in_(by_digest)))
-        )
         now = utcnow()
-        new_artifacts = [
-            {
+        artifacts = {
+            ref.digest: {
                 "digest": ref.digest,
                 "materializer": ref.materializer,
                 "type_name": ref.type_name,
@@ -186,11 +182,11 @@ class MetadataStore:
                 "details": ref.metadata,
                 "created_at": now,
             }
-            for digest, ref in by_digest.items()
-            if digest not in known
-        ]
-        if new_artifacts:
-            connection.execute(insert(_table(ArtifactRow)), new_artifacts)
+            for ref in every
+        }
+        if artifacts:
+            # Another run may store the same content at the same moment: both keep one row.
+            _insert_missing(connection, _table(ArtifactRow), list(artifacts.values()))
         connection.execute(delete(StepOutputRow).where(StepOutputRow.step_run_id == step_run_id))
         connection.execute(delete(StepInputRow).where(StepInputRow.step_run_id == step_run_id))
         if outputs:
@@ -215,8 +211,9 @@ class MetadataStore:
         """Point ``cache_key`` at this step run (the newest result wins)."""
         fields = {"step_run_id": step_run_id, "run_id": run_id}
         if not self.update_in(session, CacheEntryRow, cache_key, **fields):
-            entry = CacheEntryRow(cache_key=cache_key, created_at=utcnow(), **fields)
-            self.insert_in(session, entry)
+            row = {"cache_key": cache_key, "created_at": utcnow(), **fields}
+            # A concurrent run may have just cached the same key: its entry is as good.
+            _insert_missing(session.connection(), _table(CacheEntryRow), [row])
 
     def record_metrics(
         self,
@@ -277,6 +274,27 @@ class MetadataStore:
 
 def _table(row_type: type[Base]) -> Table:
     return cast(Table, row_type.__table__)
+
+
+def _insert_missing(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows, skipping those whose primary key exists (also when another transaction
+    inserts it concurrently): ON CONFLICT DO NOTHING on SQLite and PostgreSQL."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        connection.execute(postgresql_insert(table).on_conflict_do_nothing(), rows)
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        connection.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    else:  # another database: skip the keys present now
+        (key_column,) = table.primary_key.columns
+        keys = [row[key_column.key] for row in rows]
+        present = set(connection.scalars(select(key_column).where(key_column.in_(keys))))
+        missing = [row for row in rows if row[key_column.key] not in present]
+        if missing:
+            connection.execute(insert(table), missing)
 
 
 @cache

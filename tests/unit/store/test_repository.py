@@ -83,6 +83,26 @@ def test_lineage_metrics_and_cache(tmp_path: Path) -> None:
     assert store.lookup_cache("k") is None
 
 
+def test_the_same_content_and_cache_key_recorded_twice_keep_one_row(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'meta.db'}")
+    _run(store, "aaaaaa111111")
+    _run(store, "bbbbbb222222")
+    shared = ArtifactRef(
+        digest="sha256:" + "2" * 64, materializer="json", type_name="int", size_bytes=1
+    )
+    for step_run in ("aaaaaa111111.1", "bbbbbb222222.1", "bbbbbb222222.1"):
+        with store.transaction() as session:
+            # The same digest as an output and an input of one step, and of two runs' steps.
+            store.record_outputs(session, step_run, {"output": shared}, {"value": [shared]})
+            store.remember_cache_entry(session, "key", step_run, step_run.split(".")[0])
+    assert store.outputs(["aaaaaa111111.1", "bbbbbb222222.1"]) == {
+        "aaaaaa111111.1": {"output": shared},
+        "bbbbbb222222.1": {"output": shared},
+    }
+    hit = store.lookup_cache("key")
+    assert hit is not None and hit[0].id == "bbbbbb222222.1"  # the newest result wins
+
+
 def test_bad_database_url_is_explained() -> None:
     with pytest.raises(StoreError, match="not valid"):
         MetadataStore("not a url")
