@@ -68,16 +68,9 @@ def write_through(
 
     With ``session``, the write joins that transaction (several changes, one commit).
     """
-    key = _primary_key(row)
-    if session is None:
-        metadata.update(type(row), key, **fields)
-        inserted = False
-    else:
-        inserted = not metadata.update_in(session, type(row), key, **fields)
+    metadata.update(type(row), _primary_key(row), session, **fields)
     for name, value in fields.items():
         setattr(row, name, value)
-    if inserted and session is not None:
-        metadata.insert_in(session, row)  # a row new in this transaction, with the fields
 
 
 def _primary_key(row: Base) -> str:

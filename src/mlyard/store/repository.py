@@ -85,10 +85,15 @@ class MetadataStore:
         with self.transaction() as session:
             session.add_all(rows)
 
-    def update(self, row_type: type[RowT], key: str, **fields: Any) -> None:
-        with self.transaction() as session:
-            if not self.update_in(session, row_type, key, **fields):
-                raise StoreError(f"{row_type.__tablename__} {key!r} vanished from the database.")
+    def update(
+        self, row_type: type[RowT], key: str, session: Session | None = None, **fields: Any
+    ) -> None:
+        """Change an existing row, in ``session`` or in a transaction of its own."""
+        if session is None:
+            with self.transaction() as own:
+                self.update(row_type, key, own, **fields)
+        elif not self.update_in(session, row_type, key, **fields):
+            raise StoreError(f"{row_type.__tablename__} {key!r} vanished from the database.")
 
     @staticmethod
     def update_in(session: Session, row_type: type[RowT], key: str, **fields: Any) -> bool:
