@@ -1,12 +1,13 @@
-"""The artifact store: content-addressed objects and per-attempt documents over fsspec.
+"""The artifact store: content-addressed objects and per-attempt documents.
 
 Layout under the store's URL (a directory, ``file://`` or ``s3://bucket/prefix``)::
 
     objects/<hex[:2]>/<hex>          one object per sha256 digest, written once
     tasks/<attempt_id>/<name>        task.json, result.json, log.txt of one attempt
 
-Keys come only from digests and ids, validated here, never from paths users pass. S3
-credentials come from the standard AWS variables and are never stored or logged.
+A local directory is read and written with plain file calls (atomic renames); ``s3://`` goes
+through fsspec (s3fs). Keys come only from digests and ids, validated here, never from paths
+users pass. S3 credentials come from the standard AWS variables and are never stored or logged.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,46 +46,50 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-def _filesystem(url: str, endpoint_url: str | None, region: str | None) -> tuple[Any, str]:
+def _s3_filesystem(url: str, endpoint_url: str | None, region: str | None) -> Any:
     import fsspec
 
-    if url.startswith("s3://"):
-        client_kwargs: dict[str, Any] = {}
-        if endpoint_url:
-            client_kwargs["endpoint_url"] = endpoint_url
-        if region:
-            client_kwargs["region_name"] = region
-        options: dict[str, Any] = {
-            "client_kwargs": client_kwargs,
-            "config_kwargs": {
-                "connect_timeout": S3_CONNECT_TIMEOUT_SECONDS,
-                "read_timeout": 60,
-                "retries": {"max_attempts": 2},
-            },
-            "skip_instance_cache": True,
-        }
-        try:
-            filesystem = fsspec.filesystem("s3", **options)
-        except ImportError as exc:
-            raise ArtifactError(
-                "An s3:// artifact store needs s3fs.", hint="pip install 'mlyard[s3]'"
-            ) from exc
-        return filesystem, url.removeprefix("s3://").rstrip("/")
-    path = url.removeprefix("file://")
-    return fsspec.filesystem("file"), str(Path(path).expanduser().resolve())
+    client_kwargs: dict[str, Any] = {}
+    if endpoint_url:
+        client_kwargs["endpoint_url"] = endpoint_url
+    if region:
+        client_kwargs["region_name"] = region
+    options: dict[str, Any] = {
+        "client_kwargs": client_kwargs,
+        "config_kwargs": {
+            "connect_timeout": S3_CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": 60,
+            "retries": {"max_attempts": 2},
+        },
+        "skip_instance_cache": True,
+    }
+    try:
+        return fsspec.filesystem("s3", **options)
+    except ImportError as exc:
+        raise ArtifactError(
+            "An s3:// artifact store needs s3fs.", hint="pip install 'mlyard[s3]'"
+        ) from exc
 
 
 class ArtifactStore:
-    """Content-addressed objects plus per-attempt documents, over fsspec."""
+    """Content-addressed objects plus per-attempt documents, in a directory or on S3."""
 
     def __init__(
         self, url: str, *, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         self.endpoint_url = endpoint_url
         self.region = region
-        self._fs, self._root = _filesystem(url, endpoint_url, region)
         self.is_local = self.is_local_url(url)
-        self.url = self._root if self.is_local else f"s3://{self._root}"
+        # A local store is read and written with plain file calls: fsspec's local layer costs
+        # more than the I/O itself for the small documents every step reads and writes.
+        self._fs: AbstractFileSystem | None = None
+        if self.is_local:
+            self._root = str(Path(url.removeprefix("file://")).expanduser().resolve())
+            self.url = self._root
+        else:
+            self._fs = _s3_filesystem(url, endpoint_url, region)
+            self._root = url.removeprefix("s3://").rstrip("/")
+            self.url = f"s3://{self._root}"
 
     @staticmethod
     def is_local_url(url: str) -> bool:
@@ -99,7 +105,8 @@ class ArtifactStore:
         )
 
     @property
-    def filesystem(self) -> AbstractFileSystem:
+    def _remote(self) -> AbstractFileSystem:
+        assert self._fs is not None, "local stores use plain file calls"
         return self._fs
 
     # --- keys ----------------------------------------------------------------------------
@@ -137,7 +144,7 @@ class ArtifactStore:
         bucket = self._root.split("/", 1)[0]
         where = f"the S3 endpoint {self.endpoint_url or 'of AWS'} for {self.url}"
         try:
-            self._fs.ls(bucket, refresh=True)
+            self._remote.ls(bucket, refresh=True)
         except FileNotFoundError as exc:
             raise ArtifactError(
                 f"The bucket {bucket!r} does not exist at {where}.",
@@ -161,13 +168,22 @@ class ArtifactStore:
     # --- objects -------------------------------------------------------------------------
 
     def exists(self, digest: str) -> bool:
-        return bool(self._fs.exists(self._object_path(digest)))
+        return self._exists(self._object_path(digest))
+
+    def _exists(self, path: str) -> bool:
+        return Path(path).exists() if self.is_local else bool(self._remote.exists(path))
+
+    def _read(self, path: str) -> bytes:
+        """The bytes at ``path``; ``FileNotFoundError`` when there is nothing."""
+        if self.is_local:
+            return Path(path).read_bytes()
+        return bytes(self._remote.cat_file(path))
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` once; returns its digest (identical data is stored once)."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         path = self._object_path(digest)
-        if not self._fs.exists(path):
+        if not self._exists(path):
             self._write(path, data)
         return digest
 
@@ -178,13 +194,13 @@ class ArtifactStore:
                 hasher.update(chunk)
         digest = "sha256:" + hasher.hexdigest()
         target = self._object_path(digest)
-        if self._fs.exists(target):
+        if self._exists(target):
             return digest
         try:
             if self.is_local:
                 self._atomic_local_copy(path, target)
             else:
-                self._fs.put_file(str(path), target)
+                self._remote.put_file(str(path), target)
         except OSError as exc:
             raise ArtifactError(f"Storing {path.name} in {self.url} failed: {exc}") from exc
         return digest
@@ -192,7 +208,7 @@ class ArtifactStore:
     def get_bytes(self, digest: str) -> bytes:
         path = self._object_path(digest)
         try:
-            return bytes(self._fs.cat_file(path))
+            return self._read(path)
         except FileNotFoundError as exc:
             raise ArtifactError(
                 f"Artifact {digest} is missing from {self.url}.",
@@ -206,7 +222,10 @@ class ArtifactStore:
         path = self._object_path(digest)
         destination.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._fs.get_file(path, str(destination))
+            if self.is_local:
+                shutil.copyfile(path, destination)
+            else:
+                self._remote.get_file(path, str(destination))
         except FileNotFoundError as exc:
             raise ArtifactError(f"Artifact {digest} is missing from {self.url}.") from exc
 
@@ -218,7 +237,7 @@ class ArtifactStore:
 
     def read_document(self, attempt_id: str, name: str) -> bytes | None:
         try:
-            return bytes(self._fs.cat_file(self._document_path(attempt_id, name)))
+            return self._read(self._document_path(attempt_id, name))
         except FileNotFoundError:
             return None
 
@@ -244,7 +263,7 @@ class ArtifactStore:
 
     def read_key(self, key: str) -> bytes:
         """The object under ``key``; ``FileNotFoundError`` when there is none."""
-        return bytes(self._fs.cat_file(self._key_path(key)))
+        return self._read(self._key_path(key))
 
     # --- writing -------------------------------------------------------------------------
 
@@ -262,13 +281,11 @@ class ArtifactStore:
                     Path(temporary).unlink(missing_ok=True)
                     raise
             else:
-                self._fs.pipe_file(path, data)  # one PUT: atomic on S3
+                self._remote.pipe_file(path, data)  # one PUT: atomic on S3
         except OSError as exc:
             raise ArtifactError(f"Writing to {self.url} failed: {exc}") from exc
 
     def _atomic_local_copy(self, source: Path, target: str) -> None:
-        import shutil
-
         directory = Path(target).parent
         directory.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
@@ -283,11 +300,10 @@ class ArtifactStore:
 
 def read_uri(uri: str, *, endpoint_url: str | None = None) -> bytes:
     """One document by full URI (a path, ``file://`` or ``s3://``)."""
-    if uri.startswith("s3://"):
-        filesystem, _ = _filesystem(uri, endpoint_url, None)
-        path = uri.removeprefix("s3://")
-    else:
+    if not uri.startswith("s3://"):
         return _read_local(uri)
+    filesystem = _s3_filesystem(uri, endpoint_url, None)
+    path = uri.removeprefix("s3://")
     try:
         return bytes(filesystem.cat_file(path))
     except FileNotFoundError as exc:

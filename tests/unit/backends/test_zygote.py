@@ -32,7 +32,8 @@ def zygote() -> Iterator[subprocess.Popen[bytes]]:
 def _request(process: subprocess.Popen[bytes], job: str, task: Path, tmp_path: Path) -> None:
     request = {
         "job": job,
-        "argv": [str(task)],
+        "task": str(task),
+        "endpoint_url": None,
         "env": {"PATH": os.environ.get("PATH", "")},
         "log": str(tmp_path / f"{job}.log"),
         "cwd": str(tmp_path),

@@ -244,7 +244,9 @@ class LocalBackend(Backend):
             ]
             job.process = start_process(command, environment=environment, log_path=job.log_path)
         elif server is not None and server.wait_ready():
-            pid = server.start(job.job_id, arguments, environment, job.log_path)
+            pid = server.start(
+                job.job_id, job.task_uri, self.store.endpoint_url, environment, job.log_path
+            )
             job.process = StepProcess(
                 pid=pid, create_time=server.create_time(pid), fork_server=server
             )

@@ -65,13 +65,19 @@ class ForkServer:
             self._forked.notify_all()
 
     def start(
-        self, job_id: str, argv: Sequence[str], environment: Mapping[str, str], log_path: Path
+        self,
+        job_id: str,
+        task_uri: str,
+        endpoint_url: str | None,
+        environment: Mapping[str, str],
+        log_path: Path,
     ) -> int:
-        """Fork a step process and return its pid."""
+        """Fork a step process running the task at ``task_uri`` and return its pid."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         request = {
             "job": job_id,
-            "argv": list(argv),
+            "task": task_uri,
+            "endpoint_url": endpoint_url,
             "env": dict(environment),
             "log": str(log_path),
             "cwd": str(Path.cwd()),

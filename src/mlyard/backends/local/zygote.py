@@ -1,15 +1,15 @@
 """A fork server for step processes: ``python -m mlyard.backends.local.zygote``.
 
-Starting a fresh interpreter and importing mlyard, pydantic, numpy and fsspec costs a few hundred
+Starting a fresh interpreter and importing mlyard, pydantic and numpy costs a few hundred
 milliseconds per step. This process imports them once and forks a child per step instead, so a
 trivial step costs milliseconds. It stays single-threaded (forking is safe) and never imports
 CUDA libraries (a child may initialise CUDA after the fork; the parent must not have).
 
-Protocol, JSON lines: on stdin ``{"job": id, "argv": [...], "env": {...}, "log": path,
-"cwd": dir}``; on stdout ``{"job": id, "pid": n}`` once a child has the job and
-``{"pid": n, "exit": code}`` when a child ends (negative: killed by that signal). EOF on stdin
-ends the server; its children live on (each in its own session) for a restarted orchestrator
-to re-attach.
+Protocol, JSON lines: on stdin ``{"job": id, "task": uri, "endpoint_url": url or null,
+"env": {...}, "log": path, "cwd": dir}``; on stdout ``{"job": id, "pid": n}`` once a child has
+the job and ``{"pid": n, "exit": code}`` when a child ends (negative: killed by that signal). EOF
+on stdin ends the server; its children live on (each in its own session) for a restarted
+orchestrator to re-attach.
 
 One child is always forked ahead and waits for the next request, so no fork sits between two
 steps. A child that finishes normally tells the server its exit status over a pipe just before
@@ -30,9 +30,6 @@ from typing import Any
 
 #: Imported before any fork, so children start with them loaded.
 PRELOADED = (
-    "argparse",
-    "fsspec",
-    "fsspec.implementations.local",
     "psutil",
     "mlyard.runtime.__main__",
     "mlyard.runtime.execute",
@@ -126,10 +123,13 @@ def _child(request: dict[str, Any], ended: int) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
-        sys.argv = ["python -m mlyard.runtime", *request["argv"]]
-        from mlyard.runtime.__main__ import main
+        endpoint_url = request.get("endpoint_url")
+        sys.argv = ["python -m mlyard.runtime", request["task"]]
+        if endpoint_url:
+            sys.argv += ["--endpoint-url", endpoint_url]
+        from mlyard.runtime.__main__ import execute
 
-        code = main(request["argv"])
+        code = execute(request["task"], endpoint_url=endpoint_url)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:  # report, then exit with a failure code: never return to the server
