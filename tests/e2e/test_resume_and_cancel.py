@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,21 @@ def test_sigkilled_run_is_resumed_with_every_step_executed_once(tmp_path: Path) 
     assert view["state"] == "SUCCEEDED"
     assert [runs_of(markers, s) for s in ("first", "slow", "last")] == [1, 1, 1]
     assert view["metrics"]["slow.slept"] == 8
+    # "slow" was submitted by the killed orchestrator: its lineage comes from its task document.
+    assert _input_lineage(run_id) == {("slow", "value"), ("last", "value")}
+
+
+def _input_lineage(run_id: str) -> set[tuple[str, str]]:
+    """(step, input name) of every artifact input recorded for the run's steps."""
+    database = Path(os.environ["MLYARD_HOME"]) / "mlyard.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        rows = connection.execute(
+            "SELECT step_runs.name, step_inputs.name FROM step_inputs"
+            " JOIN step_runs ON step_runs.id = step_inputs.step_run_id"
+            " WHERE step_runs.run_id = ?",
+            (run_id,),
+        ).fetchall()
+    return {(step, name) for step, name in rows}
 
 
 def test_resume_after_a_failure_does_not_rerun_succeeded_steps(tmp_path: Path) -> None:

@@ -191,6 +191,7 @@ class AttemptLauncher:
                 reason=None,
             )
         record.attempts.append(attempt)
+        record.attempt_inputs = _grouped_inputs(spec)
         return self._hand_to_backend(record, spec)
 
     def submit_persisted(self, record: StepRecord) -> AttemptOutcome | None:
@@ -199,7 +200,9 @@ class AttemptLauncher:
         assert attempt is not None
         raw = self.artifacts.read_document(attempt.id, TASK_DOCUMENT)
         assert raw is not None, "the task document is written before the attempt row"
-        return self._hand_to_backend(record, TaskSpec.model_validate_json(raw))
+        spec = TaskSpec.model_validate_json(raw)
+        record.attempt_inputs = _grouped_inputs(spec)
+        return self._hand_to_backend(record, spec)
 
     def _hand_to_backend(self, record: StepRecord, spec: TaskSpec) -> AttemptOutcome | None:
         attempt = record.current_attempt
@@ -229,11 +232,12 @@ class AttemptLauncher:
         assert attempt is not None
         usage = with_cost(outcome.usage, self.backend.profile.costs)
         now = utcnow()
-        _, single, lists = self._inputs_from_spec(attempt.id)
+        inputs = record.attempt_inputs
+        if inputs is None:  # submitted by an earlier orchestrator process
+            raw = self.artifacts.read_document(attempt.id, TASK_DOCUMENT)
+            inputs = {} if raw is None else _grouped_inputs(TaskSpec.model_validate_json(raw))
         with self.metadata.transaction() as session:
-            self.metadata.record_outputs(
-                session, record.row.id, result.outputs, {n: [r] for n, r in single.items()} | lists
-            )
+            self.metadata.record_outputs(session, record.row.id, result.outputs, inputs)
             self.metadata.record_metrics(session, record.row.id, result.metrics, [])
             if record.row.cache_key and record.node.cache:
                 self.metadata.remember_cache_entry(
@@ -251,15 +255,6 @@ class AttemptLauncher:
                 usage=usage.model_dump(mode="json"),
             )
         record.outputs = dict(result.outputs)
-
-    def _inputs_from_spec(
-        self, attempt_id: str
-    ) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, list[ArtifactRef]]]:
-        raw = self.artifacts.read_document(attempt_id, TASK_DOCUMENT)
-        if raw is None:
-            return {}, {}, {}
-        spec = TaskSpec.model_validate_json(raw)
-        return dict(spec.params), dict(spec.inputs), dict(spec.input_lists)
 
     def record_retry(
         self,
@@ -321,3 +316,8 @@ class AttemptLauncher:
             submit_script=outcome.status.submit_script,
             error=result.error.model_dump(mode="json") if result and result.error else None,
         )
+
+
+def _grouped_inputs(spec: TaskSpec) -> dict[str, list[ArtifactRef]]:
+    """The artifacts a task reads, by input name (a single input is a list of one)."""
+    return {name: [ref] for name, ref in spec.inputs.items()} | dict(spec.input_lists)

@@ -27,6 +27,9 @@ class StepRecord:
     started_monotonic: float | None = None
     #: The cache key computed at scheduling, stored with the next state change.
     cache_key: str | None = None
+    #: The artifacts the current attempt was given, by input name (for its lineage); None
+    #: when this process did not submit it (a resumed run reads them from the task).
+    attempt_inputs: dict[str, list[ArtifactRef]] | None = None
 
     @property
     def state(self) -> StepState:
