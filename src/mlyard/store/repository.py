@@ -6,7 +6,7 @@ state from which ``mlyard runs resume`` can continue without running anything tw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast, overload
 
 from sqlalchemy import (
     Connection,
-    Delete,
+    Executable,
     Select,
     Table,
     Update,
@@ -185,7 +185,7 @@ class MetadataStore:
         inputs: Mapping[str, Sequence[ArtifactRef]],
     ) -> None:
         """Lineage rows for one step run, inside the caller's transaction (Core statements:
-        one insert per table)."""
+        one insert per table). Recording the same step run again keeps its first lineage."""
         connection = session.connection()
         every = [*outputs.values(), *(ref for refs in inputs.values() for ref in refs)]
         now = utcnow()
@@ -203,33 +203,37 @@ class MetadataStore:
         if artifacts:
             # Another run may store the same content at the same moment: both keep one row.
             _insert_missing(connection, _table(ArtifactRow), list(artifacts.values()))
-        for statement in _lineage_deletes():
-            connection.execute(statement, {"step_run": step_run_id})
-        if outputs:
-            connection.execute(
-                insert(_table(StepOutputRow)),
-                [
-                    {"step_run_id": step_run_id, "name": name, "digest": ref.digest}
-                    for name, ref in outputs.items()
-                ],
-            )
-        lineage = [
+        produced = [
+            {"step_run_id": step_run_id, "name": name, "digest": ref.digest}
+            for name, ref in outputs.items()
+        ]
+        consumed = [
             {"step_run_id": step_run_id, "name": name, "position": position, "digest": ref.digest}
             for name, refs_of_input in inputs.items()
             for position, ref in enumerate(refs_of_input)
         ]
-        if lineage:
-            connection.execute(insert(_table(StepInputRow)), lineage)
+        for table, rows in ((_table(StepOutputRow), produced), (_table(StepInputRow), consumed)):
+            if not rows:
+                continue
+            statement = _insert_or_skip(connection.dialect.name, table)
+            if statement is None:  # no ON CONFLICT: clear what an earlier recording left
+                connection.execute(delete(table).where(table.c.step_run_id == step_run_id))
+                statement = insert(table)
+            connection.execute(statement, rows)
 
     def remember_cache_entry(
         self, session: Session, cache_key: str, step_run_id: str, run_id: str
     ) -> None:
         """Point ``cache_key`` at this step run (the newest result wins)."""
         fields = {"step_run_id": step_run_id, "run_id": run_id}
-        if not self.update_in(session, CacheEntryRow, cache_key, **fields):
-            row = {"cache_key": cache_key, "created_at": utcnow(), **fields}
+        row = {"cache_key": cache_key, "created_at": utcnow(), **fields}
+        connection = session.connection()
+        upsert = _upsert_cache_entry(connection.dialect.name)
+        if upsert is not None:  # one statement, also when a concurrent run inserts the key
+            connection.execute(upsert, row)
+        elif not self.update_in(session, CacheEntryRow, cache_key, **fields):
             # A concurrent run may have just cached the same key: its entry is as good.
-            _insert_missing(session.connection(), _table(CacheEntryRow), [row])
+            _insert_missing(connection, _table(CacheEntryRow), [row])
 
     def record_metrics(
         self,
@@ -293,15 +297,9 @@ def _table(row_type: type[Base]) -> Table:
 def _insert_missing(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT rows, skipping those whose primary key exists (also when another transaction
     inserts it concurrently): ON CONFLICT DO NOTHING on SQLite and PostgreSQL."""
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        connection.execute(postgresql_insert(table).on_conflict_do_nothing(), rows)
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        connection.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    statement = _insert_or_skip(connection.dialect.name, table)
+    if statement is not None:
+        connection.execute(statement, rows)
     else:  # another database: skip the keys present now
         (key_column,) = table.primary_key.columns
         keys = [row[key_column.key] for row in rows]
@@ -311,18 +309,46 @@ def _insert_missing(connection: Connection, table: Table, rows: list[dict[str, A
             connection.execute(insert(table), missing)
 
 
+def _dialect_insert(dialect: str) -> Callable[[Table], Any] | None:
+    """The INSERT construct with ON CONFLICT clauses of ``dialect``, if it has one."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    return None
+
+
+@cache
+def _insert_or_skip(dialect: str, table: Table) -> Executable | None:
+    """INSERT ... ON CONFLICT DO NOTHING for ``table``; None where the dialect has none."""
+    dialect_insert = _dialect_insert(dialect)
+    if dialect_insert is None:
+        return None
+    statement: Executable = dialect_insert(table).on_conflict_do_nothing()
+    return statement
+
+
+@cache
+def _upsert_cache_entry(dialect: str) -> Executable | None:
+    """INSERT a cache entry or repoint the existing one; None where the dialect cannot."""
+    dialect_insert = _dialect_insert(dialect)
+    if dialect_insert is None:
+        return None
+    statement = dialect_insert(_table(CacheEntryRow))
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=["cache_key"],
+        set_={"step_run_id": statement.excluded.step_run_id, "run_id": statement.excluded.run_id},
+    )
+    return upsert
+
+
 @cache
 def _cache_entry_lookup() -> Select[str]:
     return select(CacheEntryRow.step_run_id).where(CacheEntryRow.cache_key == bindparam("key"))
-
-
-@cache
-def _lineage_deletes() -> tuple[Delete, Delete]:
-    """Clear a step run's lineage (a re-run after resume records it again)."""
-    return (
-        delete(StepOutputRow).where(StepOutputRow.step_run_id == bindparam("step_run")),
-        delete(StepInputRow).where(StepInputRow.step_run_id == bindparam("step_run")),
-    )
 
 
 @cache
