@@ -16,7 +16,7 @@ import tempfile
 from mlyard.artifacts.store import ArtifactStore, read_uri
 from mlyard.errors import MlyardError
 from mlyard.models.tasks import TaskSpec
-from mlyard.runtime.announce import announce_process, process_library
+from mlyard.runtime.announce import announce_process, set_process_name
 from mlyard.runtime.execute import run_task, run_worker_rank, worker_rank
 
 
@@ -29,9 +29,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def prepare_for_fork() -> None:
     """Do once what every step process forked after this would do again: probe the temporary
-    directory, load libc (~1 ms per step on the local backend's fork server)."""
+    directory, resolve prctl (~1 ms per step on the local backend's fork server)."""
     tempfile.gettempdir()
-    process_library()
+    set_process_name()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 #: Written with the step process's pid before anything else, when set (the local backend's
 #: way of finding a step again after an orchestrator restart).
 PID_FILE_VARIABLE = "MLYARD_PID_FILE"
 #: The process name (Linux comm) step processes give themselves.
 STEP_PROCESS_NAME = "mlyard-step"
+PR_SET_NAME = 15
 
 
 @cache
-def process_library() -> Any:
-    """The C library of this process (loading it costs ~0.5 ms: the fork server does it once)."""
-    import ctypes
+def set_process_name() -> Callable[[bytes], object] | None:
+    """A function that sets this process's name (Linux ``prctl``), or None where there is none.
 
-    return ctypes.CDLL(None)
+    Resolving it costs ~0.5 ms (loading the C library): the fork server does it once."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda name: prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
 def announce_process() -> None:
     """Name this process ``mlyard-step`` (Linux) and write the pid file if asked to."""
-    try:
-        import ctypes
-
-        name = ctypes.c_char_p(STEP_PROCESS_NAME.encode())
-        process_library().prctl(15, name, 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
+    set_name = set_process_name()
+    if set_name is not None:
+        set_name(STEP_PROCESS_NAME.encode())
     pid_file = os.environ.get(PID_FILE_VARIABLE)
     if pid_file:
-        Path(pid_file).write_text(str(os.getpid()))
+        Path(pid_file).write_bytes(str(os.getpid()).encode())

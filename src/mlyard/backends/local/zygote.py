@@ -120,8 +120,7 @@ def _child(request: dict[str, Any], ended: int) -> None:
         os.dup2(log_fd, 2)
         os.close(log_fd)
         os.close(null_fd)
-        os.environ.clear()
-        os.environ.update(request["env"])
+        _set_environment(request["env"])
         os.chdir(request["cwd"])
         endpoint_url = request.get("endpoint_url")
         sys.argv = ["python -m mlyard.runtime", request["task"]]
@@ -145,6 +144,17 @@ def _child(request: dict[str, Any], ended: int) -> None:
             with contextlib.suppress(OSError):
                 os.write(ended, f"{os.getpid()} {code}\n".encode())  # atomic: < PIPE_BUF
             os._exit(code)
+
+
+def _set_environment(wanted: dict[str, str]) -> None:
+    """Make ``os.environ`` equal ``wanted``, changing only what differs: the step's
+    environment is this server's plus a few variables, and every change is a libc call."""
+    environment = os.environ
+    for name in [name for name in environment if name not in wanted]:
+        del environment[name]
+    for name, value in wanted.items():
+        if environment.get(name) != value:
+            environment[name] = value
 
 
 def _report_exit(out: Any, pid: int, code: int) -> None:
