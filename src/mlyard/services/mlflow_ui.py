@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,6 +95,9 @@ def wait_until_ready(
     plan: UiPlan, process: subprocess.Popen[bytes], timeout: float = READY_TIMEOUT_SECONDS
 ) -> None:
     """Block until the UI answers ``/health``; ``TrackingError`` if it exits or times out."""
+    import urllib.error  # here, not at the top: every CLI command imports this module
+    import urllib.request
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

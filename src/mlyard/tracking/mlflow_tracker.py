@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,6 +134,9 @@ class MlflowTracker:
     def check_reachable(self) -> None:
         """Probe ``/health`` of a server (3 s); create a SQLite store's directory."""
         if is_http_uri(self.uri):
+            import urllib.error  # ~5 ms (http.client, ssl): only for a tracking server
+            import urllib.request
+
             try:
                 with urllib.request.urlopen(
                     f"{self.uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_SECONDS

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
-import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tarfile
 
 
 def _reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -23,6 +25,8 @@ class PathMaterializer:
         return isinstance(value, Path) and (value.is_file() or value.is_dir())
 
     def save(self, value: object) -> tuple[bytes, dict[str, Any]]:
+        import tarfile  # ~5 ms: only when a path is stored
+
         assert isinstance(value, Path)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
@@ -39,6 +43,8 @@ class PathMaterializer:
         return buffer.getvalue(), {"name": value.name, "directory": value.is_dir()}
 
     def load(self, data: bytes, metadata: dict[str, Any]) -> object:
+        import tarfile
+
         target = Path(tempfile.mkdtemp(prefix="mlyard-artifact-"))
         with tarfile.open(fileobj=io.BytesIO(data), mode="r") as archive:
             archive.extractall(target, filter="data")  # refuses absolute and .. members
