@@ -45,3 +45,25 @@ class TestLocalBackend(BackendContract):
         assert restarted.submit(task).job_id == handle.job_id  # nothing started twice
         assert wait_terminal(restarted, handle).state == JobState.SUCCEEDED
         restarted.close()
+
+    def test_a_state_file_cut_short_by_a_crash_leaves_the_phase_before_it(
+        self, backend: Backend, store: ArtifactStore, tmp_path: Path
+    ) -> None:
+        task = make_task(store, tmp_path, "sleep", {"seconds": 0.1})
+        handle = backend.submit(task)
+        assert wait_terminal(backend, handle).state == JobState.SUCCEEDED
+        jobs = Path(backend.settings.home) / "local" / "jobs"
+        phases = sorted(path.name for path in jobs.glob(f"{handle.job_id}.*.json"))
+        assert phases == [
+            f"{handle.job_id}.{phase}.json" for phase in ("ended", "running", "starting")
+        ]
+        (jobs / f"{handle.job_id}.ended.json").write_text("")  # as a power cut could leave it
+
+        restarted = create_backend("local", backend.settings, store)
+        status = restarted.status([handle])[handle.job_id]
+        # From the "running" phase: the process is gone, so its result document decides.
+        assert status.state == JobState.SUCCEEDED
+        assert status.reason == "ended while detached"
+        assert restarted.submit(task).job_id == handle.job_id
+        assert restarted.status([handle])[handle.job_id].state == JobState.SUCCEEDED  # not rerun
+        restarted.close()

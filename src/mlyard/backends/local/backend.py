@@ -1,14 +1,15 @@
 """The local backend: each step attempt is a ``python -m mlyard.runtime`` process on this machine.
 
 Steps wait in the backend's queue until the machine has the CPUs, memory and GPUs they asked for;
-GPUs are leased by the allocator and exposed through ``CUDA_VISIBLE_DEVICES``. Every job has a
-small state file, written before the process starts, so a restarted orchestrator re-attaches to
-steps that kept running instead of starting them again.
+GPUs are leased by the allocator and exposed through ``CUDA_VISIBLE_DEVICES``. Every job has
+small state files (one per phase), the first written before the process starts, so a restarted
+orchestrator re-attaches to steps that kept running instead of starting them again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -36,6 +37,11 @@ from mlyard.models.resources import Resources, format_size, parse_size
 from mlyard.platform.gpu_inventory import discover_gpus
 from mlyard.runtime.announce import PID_FILE_VARIABLE
 from mlyard.settings import BackendProfile, Settings
+
+logger = logging.getLogger(__name__)
+
+#: The phases a job's state passes through, in order; each is a file of its own.
+JOB_PHASES = ("queued", "starting", "running", "ended")
 
 
 @dataclass
@@ -90,7 +96,7 @@ class LocalBackend(Backend):
     def _submit(self, task: SubmittedTask) -> JobHandle:
         job_id = task.spec.attempt_id
         handle = JobHandle(backend=self.name, job_id=job_id)
-        if self._known(job_id) or self._state_path(job_id).exists():
+        if self._known(job_id) or self._read_state(job_id) is not None:
             return handle  # idempotent: already queued, running or ended
         job = LocalJob(
             job_id=job_id,
@@ -309,8 +315,8 @@ class LocalBackend(Backend):
     def _pid_path(self, job_id: str) -> Path:
         return self.jobs_dir / f"{job_id}.pid"
 
-    def _state_path(self, job_id: str) -> Path:
-        return self.jobs_dir / f"{job_id}.json"
+    def _state_path(self, job_id: str, phase: str) -> Path:
+        return self.jobs_dir / f"{job_id}.{phase}.json"
 
     def _write_state(self, job: LocalJob, phase: str, status: JobStatus | None = None) -> None:
         document: dict[str, Any] = {
@@ -331,17 +337,31 @@ class LocalBackend(Backend):
             }
         if status is not None:
             document["status"] = status.model_dump(mode="json")
-        path = self._state_path(job.job_id)
+        # One file per phase, each renamed into place under a new name: renaming over an
+        # existing file makes ext4 flush the new one first (auto_da_alloc), ~0.15 ms a write.
+        path = self._state_path(job.job_id, phase)
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(document))
         temporary.replace(path)
 
+    def _read_state(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest state document, or None when this backend never had the job."""
+        for phase in reversed(JOB_PHASES):
+            try:
+                document: dict[str, Any] = json.loads(self._state_path(job_id, phase).read_text())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):  # cut short by a crash: an earlier phase still holds
+                logger.warning("unreadable %s state of local job %s", phase, job_id)
+                continue
+            return document
+        return None
+
     def _reattach(self, job_id: str) -> None:
         """Pick up a job started by an earlier orchestrator process."""
-        path = self._state_path(job_id)
-        if not path.exists():
+        document = self._read_state(job_id)
+        if document is None:
             return
-        document = json.loads(path.read_text())
         job = LocalJob(
             job_id=job_id,
             task_uri=document["task_uri"],
