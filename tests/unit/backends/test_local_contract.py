@@ -67,3 +67,25 @@ class TestLocalBackend(BackendContract):
         assert restarted.submit(task).job_id == handle.job_id
         assert restarted.status([handle])[handle.job_id].state == JobState.SUCCEEDED  # not rerun
         restarted.close()
+
+
+def test_a_step_whose_fork_server_ended_before_forking_it_fails_as_an_infrastructure_failure(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(backends={"local": {"type": "local", "fork_server": True}})
+    backend = create_backend("local", settings, store)
+    try:
+        task = make_task(store, tmp_path, "sleep", {"seconds": 0.1})
+        warm = backend.submit(make_task(store, tmp_path, "sleep", {"seconds": 0.1}))
+        assert wait_terminal(backend, warm).state == JobState.SUCCEEDED  # the server is up
+        server = backend._fork_server  # type: ignore[attr-defined]
+        # The request is lost and the server dies before it forks anything.
+        monkeypatch.setattr(server, "start", lambda *args, **kwargs: None)
+        handle = backend.submit(task)
+        server._process.kill()
+        server._process.wait()
+        status = wait_terminal(backend, handle)
+        assert status.state == JobState.FAILED and status.infrastructure_failure
+        assert "fork server ended" in (status.reason or "")
+    finally:
+        backend.close()

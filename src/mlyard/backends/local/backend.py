@@ -52,6 +52,8 @@ class LocalJob:
     environment: dict[str, str]
     log_path: Path
     process: StepProcess | None = None
+    #: The fork server asked to start the job, until its pid is known (then ``process``).
+    forked_by: fork_server.ForkServer | None = None
     lease: GpuLease | None = None
     cancelled: bool = False
 
@@ -134,6 +136,8 @@ class LocalBackend(Backend):
                 self._queued.remove(job)
                 self._finish(job, JobStatus(state=JobState.CANCELLED, reason="cancelled"))
         running = self._running.get(job_id)
+        if running is not None and running.forked_by is not None:
+            self._adopt_forked(running, fork_server.STARTUP_TIMEOUT_SECONDS)
         if running is not None and running.process is not None:
             running.cancelled = True
             stop_process_group(running.process)
@@ -250,20 +254,45 @@ class LocalBackend(Backend):
             ]
             job.process = start_process(command, environment=environment, log_path=job.log_path)
         elif server is not None and server.wait_ready():
-            pid = server.start(
+            # Not waiting for the fork: the orchestrator goes on while the server forks, and
+            # the pid is picked up at the next status poll (the child writes its pid file
+            # first thing, for a restarted orchestrator).
+            server.start(
                 job.job_id, job.task_uri, self.store.endpoint_url, environment, job.log_path
             )
-            job.process = StepProcess(
-                pid=pid, create_time=server.create_time(pid), fork_server=server
-            )
+            job.forked_by = server
         else:
             command = [sys.executable, "-m", "mlyard.runtime", *arguments]
             job.process = start_process(command, environment=environment, log_path=job.log_path)
         self._running[job.job_id] = job
+        if job.process is not None:
+            self._write_state(job, "running")
+
+    def _adopt_forked(self, job: LocalJob, timeout: float = 0.0) -> bool:
+        """Give a job the fork server started its process, once the server named the pid;
+        False while it has not (a job whose server ended first is finished as failed)."""
+        server = job.forked_by
+        assert server is not None
+        pid = server.pid_of(job.job_id, timeout)
+        if pid is None:
+            if not server.alive:
+                del self._running[job.job_id]
+                failed = JobStatus(
+                    state=JobState.FAILED,
+                    reason="the local fork server ended before starting the step",
+                    infrastructure_failure=True,
+                )
+                self._finish(job, failed)
+            return False
+        job.process = StepProcess(pid=pid, create_time=server.create_time(pid), fork_server=server)
+        job.forked_by = None
         self._write_state(job, "running")
+        return True
 
     def _reap(self) -> None:
         for job in list(self._running.values()):
+            if job.process is None and not self._adopt_forked(job):
+                continue  # forked, but the server has not named the pid yet
             assert job.process is not None
             code = job.process.exit_code()
             if code is None:
@@ -295,8 +324,11 @@ class LocalBackend(Backend):
     def _job_status(self, job_id: str) -> JobStatus:
         if job_id in self._finished:
             return self._finished[job_id]
-        if job_id in self._running:
-            return JobStatus(state=JobState.RUNNING)
+        running = self._running.get(job_id)
+        if running is not None:
+            # RUNNING once the pid is recorded: from then on a restarted orchestrator finds it.
+            started = running.process is not None
+            return JobStatus(state=JobState.RUNNING if started else JobState.PENDING)
         for job in self._queued:
             if job.job_id == job_id:
                 return JobStatus(state=JobState.PENDING, reason=self._pending_reason(job))

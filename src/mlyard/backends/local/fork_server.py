@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -71,8 +72,9 @@ class ForkServer:
         endpoint_url: str | None,
         environment: Mapping[str, str],
         log_path: Path,
-    ) -> int:
-        """Fork a step process running the task at ``task_uri`` and return its pid."""
+    ) -> None:
+        """Ask for a step process running the task at ``task_uri``; returns without waiting
+        for the fork (the pid comes with the server's reply: ``pid_of``)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         request = {
             "job": job_id,
@@ -86,12 +88,18 @@ class ForkServer:
         with self._lock:
             self._process.stdin.write((json.dumps(request) + "\n").encode())
             self._process.stdin.flush()
+
+    def pid_of(self, job_id: str, timeout: float = 0.0) -> int | None:
+        """The pid of the process forked for ``job_id``, waiting up to ``timeout`` seconds for
+        it; None when it is not known by then or the server ended before forking it."""
+        deadline = time.monotonic() + timeout
         with self._forked:
             while job_id not in self._pids:
-                if not self.alive:
-                    raise RuntimeError("the fork server ended")
-                self._forked.wait(1.0)
-            return self._pids.pop(job_id)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.alive:
+                    return None
+                self._forked.wait(min(remaining, 1.0))
+            return self._pids[job_id]
 
     def exit_code(self, pid: int) -> int | None:
         with self._forked:
