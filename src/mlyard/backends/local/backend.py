@@ -8,13 +8,10 @@ orchestrator re-attaches to steps that kept running instead of starting them aga
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
 from mlyard.backends.local import fork_server
 from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
+from mlyard.backends.local.jobs import JobFiles, LocalJob
 from mlyard.backends.local.processes import (
     StepProcess,
     find_process,
@@ -37,25 +35,6 @@ from mlyard.models.resources import Resources, format_size, parse_size
 from mlyard.platform.gpu_inventory import discover_gpus
 from mlyard.runtime.announce import PID_FILE_VARIABLE
 from mlyard.settings import BackendProfile, Settings
-
-logger = logging.getLogger(__name__)
-
-#: The phases a job's state passes through, in order; each is a file of its own.
-JOB_PHASES = ("queued", "starting", "running", "ended")
-
-
-@dataclass
-class LocalJob:
-    job_id: str
-    task_uri: str
-    resources: Resources
-    environment: dict[str, str]
-    log_path: Path
-    process: StepProcess | None = None
-    #: The fork server asked to start the job, until its pid is known (then ``process``).
-    forked_by: fork_server.ForkServer | None = None
-    lease: GpuLease | None = None
-    cancelled: bool = False
 
 
 class LocalBackend(Backend):
@@ -79,9 +58,8 @@ class LocalBackend(Backend):
         self.total_cpus = float(extra.get("cpus") or os.cpu_count() or 1)
         self.total_memory = parse_size(extra.get("memory")) or psutil.virtual_memory().total
         self.allocator = GpuAllocator(discover_gpus)  # NVML only once a step wants a GPU
-        self.jobs_dir = settings.home / "local" / "jobs"
+        self.jobs = JobFiles(settings.home / "local" / "jobs")
         self.logs_dir = settings.home / "logs"
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._queued: list[LocalJob] = []
         self._running: dict[str, LocalJob] = {}
         self._finished: dict[str, JobStatus] = {}
@@ -98,7 +76,7 @@ class LocalBackend(Backend):
     def _submit(self, task: SubmittedTask) -> JobHandle:
         job_id = task.spec.attempt_id
         handle = JobHandle(backend=self.name, job_id=job_id)
-        if self._known(job_id) or self._read_state(job_id) is not None:
+        if self._known(job_id) or self.jobs.read(job_id) is not None:
             return handle  # idempotent: already queued, running or ended
         job = LocalJob(
             job_id=job_id,
@@ -113,7 +91,7 @@ class LocalBackend(Backend):
         self._queued.append(job)
         self._start_queued()  # a job that starts now is recorded as "starting" before it does
         if job in self._queued:
-            self._write_state(job, "queued")
+            self.jobs.write(job, "queued")
         return handle
 
     def _status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -232,11 +210,11 @@ class LocalBackend(Backend):
         environment.update(job.environment)
         assert job.lease is not None
         environment.update(job.lease.environment())
-        environment[PID_FILE_VARIABLE] = str(self._pid_path(job.job_id))
+        environment[PID_FILE_VARIABLE] = str(self.jobs.pid_path(job.job_id))
         arguments = [job.task_uri]
         if self.store.endpoint_url:
             arguments += ["--endpoint-url", self.store.endpoint_url]
-        self._write_state(job, "starting")
+        self.jobs.write(job, "starting")
         server = self._fork_server
         if job.resources.launcher == "torchrun":
             # One machine: torchrun's standalone rendezvous, one rank per leased GPU; every
@@ -266,7 +244,7 @@ class LocalBackend(Backend):
             job.process = start_process(command, environment=environment, log_path=job.log_path)
         self._running[job.job_id] = job
         if job.process is not None:
-            self._write_state(job, "running")
+            self.jobs.write(job, "running")
 
     def _adopt_forked(self, job: LocalJob, timeout: float = 0.0) -> bool:
         """Give a job the fork server started its process, once the server named the pid;
@@ -286,7 +264,7 @@ class LocalBackend(Backend):
             return False
         job.process = StepProcess(pid=pid, create_time=server.create_time(pid), fork_server=server)
         job.forked_by = None
-        self._write_state(job, "running")
+        self.jobs.write(job, "running")
         return True
 
     def _reap(self) -> None:
@@ -319,7 +297,7 @@ class LocalBackend(Backend):
     def _finish(self, job: LocalJob, status: JobStatus) -> None:
         self.allocator.release(job.job_id)
         self._finished[job.job_id] = status
-        self._write_state(job, "ended", status=status)
+        self.jobs.write(job, "ended", status=status)
 
     def _job_status(self, job_id: str) -> JobStatus:
         if job_id in self._finished:
@@ -342,56 +320,11 @@ class LocalBackend(Backend):
             wants.append(f"{job.resources.gpus:g} GPU")
         return "waiting for " + ", ".join(wants)
 
-    # --- persistence ---------------------------------------------------------------------
-
-    def _pid_path(self, job_id: str) -> Path:
-        return self.jobs_dir / f"{job_id}.pid"
-
-    def _state_path(self, job_id: str, phase: str) -> Path:
-        return self.jobs_dir / f"{job_id}.{phase}.json"
-
-    def _write_state(self, job: LocalJob, phase: str, status: JobStatus | None = None) -> None:
-        document: dict[str, Any] = {
-            "phase": phase,
-            "task_uri": job.task_uri,
-            "resources": job.resources.model_dump(mode="json"),
-            "environment": job.environment,
-            "log_path": str(job.log_path),
-        }
-        if job.process is not None:
-            document["pid"] = job.process.pid
-            document["create_time"] = job.process.create_time
-        if job.lease is not None:
-            document["lease"] = {
-                "device_indices": list(job.lease.device_indices),
-                "share": job.lease.share,
-                "memory_bytes": job.lease.memory_bytes,
-            }
-        if status is not None:
-            document["status"] = status.model_dump(mode="json")
-        # One file per phase, each renamed into place under a new name: renaming over an
-        # existing file makes ext4 flush the new one first (auto_da_alloc), ~0.15 ms a write.
-        path = self._state_path(job.job_id, phase)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(document))
-        temporary.replace(path)
-
-    def _read_state(self, job_id: str) -> dict[str, Any] | None:
-        """The job's latest state document, or None when this backend never had the job."""
-        for phase in reversed(JOB_PHASES):
-            try:
-                document: dict[str, Any] = json.loads(self._state_path(job_id, phase).read_text())
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError):  # cut short by a crash: an earlier phase still holds
-                logger.warning("unreadable %s state of local job %s", phase, job_id)
-                continue
-            return document
-        return None
+    # --- re-attachment -----------------------------------------------------------------
 
     def _reattach(self, job_id: str) -> None:
         """Pick up a job started by an earlier orchestrator process."""
-        document = self._read_state(job_id)
+        document = self.jobs.read(job_id)
         if document is None:
             return
         job = LocalJob(
@@ -412,7 +345,7 @@ class LocalBackend(Backend):
         if "pid" in document and is_alive(document["pid"], document["create_time"]):
             process = StepProcess(pid=document["pid"], create_time=document["create_time"])
         elif phase == "starting":
-            process = find_process(self._pid_path(job_id))  # started; pid never recorded
+            process = find_process(self.jobs.pid_path(job_id))  # started; pid never recorded
         if process is None:
             # It ended while nobody watched; its result document (if any) tells how.
             self._finish(job, JobStatus(state=JobState.SUCCEEDED, reason="ended while detached"))
