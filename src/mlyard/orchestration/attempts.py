@@ -98,8 +98,7 @@ class AttemptLauncher:
 
     def _cache_key(self, record: StepRecord, steps: Mapping[str, StepRecord]) -> str:
         literals, single, lists = self._inputs(record, steps)
-        grouped = {name: [ref] for name, ref in single.items()} | lists
-        return cache_key(record.node, literals, grouped)
+        return cache_key(record.node, literals, _grouped(single, lists))
 
     # --- cache ---------------------------------------------------------------------------
 
@@ -120,9 +119,7 @@ class AttemptLauncher:
         _, single, lists = self._inputs(record, steps)
         now = utcnow()
         with self.metadata.transaction() as session:
-            self.metadata.record_outputs(
-                session, record.row.id, outputs, {n: [r] for n, r in single.items()} | lists
-            )
+            self.metadata.record_outputs(session, record.row.id, outputs, _grouped(single, lists))
             write_through(
                 self.metadata,
                 record.row,
@@ -318,6 +315,13 @@ class AttemptLauncher:
         )
 
 
+def _grouped(
+    single: Mapping[str, ArtifactRef], lists: Mapping[str, list[ArtifactRef]]
+) -> dict[str, list[ArtifactRef]]:
+    """Artifact inputs by name, a single input as a list of one (lineage, cache keys)."""
+    return {name: [ref] for name, ref in single.items()} | dict(lists)
+
+
 def _grouped_inputs(spec: TaskSpec) -> dict[str, list[ArtifactRef]]:
-    """The artifacts a task reads, by input name (a single input is a list of one)."""
-    return {name: [ref] for name, ref in spec.inputs.items()} | dict(spec.input_lists)
+    """The artifacts a task reads, by input name."""
+    return _grouped(spec.inputs, spec.input_lists)
