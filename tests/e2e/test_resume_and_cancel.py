@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -33,9 +34,10 @@ def _wait_for_step_state(step: str, state: str, timeout: float = 60) -> str:
 
 
 def _step_processes() -> list[psutil.Process]:
-    """Step processes of this test's runs (found by their pid files), still alive."""
+    """Step processes of this test's runs (found by the pids in their jobs' journals), alive."""
     jobs = Path(os.environ["MLYARD_HOME"]) / "local" / "jobs"
-    pids = {int(p.read_text()) for p in jobs.glob("*.pid")} if jobs.exists() else set()
+    lines = [line for journal in jobs.glob("*.jsonl") for line in journal.read_text().splitlines()]
+    pids = {entry["pid"] for entry in map(json.loads, lines) if "pid" in entry}
     return [p for p in step_processes() if p.pid in pids]
 
 

@@ -1,15 +1,14 @@
-"""How a step process makes itself findable: a process name and, if asked, a pid file."""
+"""How a step process makes itself findable: a process name and, if asked, a journal line."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 
-#: Written with the step process's pid before anything else, when set (the local backend's
-#: way of finding a step again after an orchestrator restart).
-PID_FILE_VARIABLE = "MLYARD_PID_FILE"
+#: When set, the step process appends ``{"pid": N}`` to this file before anything else (the
+#: local backend's journal of the job, by which a restarted orchestrator finds the step again).
+JOB_JOURNAL_VARIABLE = "MLYARD_JOB_JOURNAL"
 #: The process name (Linux comm) step processes give themselves.
 STEP_PROCESS_NAME = "mlyard-step"
 PR_SET_NAME = 15
@@ -29,11 +28,22 @@ def set_process_name() -> Callable[[bytes], object] | None:
     return lambda name: prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
+def append_to_journal(path: str | os.PathLike[str], line: bytes) -> None:
+    """Append one whole line in a single write: appends by several processes to a local file
+    do not interleave, and a crash leaves at most the last line cut short."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
+
+
 def announce_process() -> None:
-    """Name this process ``mlyard-step`` (Linux) and write the pid file if asked to."""
+    """Name this process ``mlyard-step`` (Linux) and append its pid to the job's journal if
+    asked to."""
     set_name = set_process_name()
     if set_name is not None:
         set_name(STEP_PROCESS_NAME.encode())
-    pid_file = os.environ.get(PID_FILE_VARIABLE)
-    if pid_file:
-        Path(pid_file).write_bytes(str(os.getpid()).encode())
+    journal = os.environ.get(JOB_JOURNAL_VARIABLE)
+    if journal:
+        append_to_journal(journal, b'{"pid": %d}\n' % os.getpid())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,18 +47,19 @@ class TestLocalBackend(BackendContract):
         assert wait_terminal(restarted, handle).state == JobState.SUCCEEDED
         restarted.close()
 
-    def test_a_state_file_cut_short_by_a_crash_leaves_the_phase_before_it(
+    def test_a_journal_line_cut_short_by_a_crash_leaves_the_phase_before_it(
         self, backend: Backend, store: ArtifactStore, tmp_path: Path
     ) -> None:
         task = make_task(store, tmp_path, "sleep", {"seconds": 0.1})
         handle = backend.submit(task)
         assert wait_terminal(backend, handle).state == JobState.SUCCEEDED
-        jobs = Path(backend.settings.home) / "local" / "jobs"
-        phases = sorted(path.name for path in jobs.glob(f"{handle.job_id}.*.json"))
-        assert phases == [
-            f"{handle.job_id}.{phase}.json" for phase in ("ended", "running", "starting")
-        ]
-        (jobs / f"{handle.job_id}.ended.json").write_text("")  # as a power cut could leave it
+        journal = Path(backend.settings.home) / "local" / "jobs" / f"{handle.job_id}.jsonl"
+        lines = [json.loads(line) for line in journal.read_text().splitlines()]
+        phases = [line["phase"] for line in lines if "phase" in line]
+        assert phases == ["starting", "running", "ended"]
+        assert {line["pid"] for line in lines if set(line) == {"pid"}} == {lines[1]["pid"]}
+        text = journal.read_text()
+        journal.write_text(text[: len(text) - 20])  # the last append, as a power cut could leave it
 
         restarted = create_backend("local", backend.settings, store)
         status = restarted.status([handle])[handle.job_id]

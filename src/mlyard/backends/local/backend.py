@@ -2,7 +2,7 @@
 
 Steps wait in the backend's queue until the machine has the CPUs, memory and GPUs they asked for;
 GPUs are leased by the allocator and exposed through ``CUDA_VISIBLE_DEVICES``. Every job has
-small state files (one per phase), the first written before the process starts, so a restarted
+a journal (a line per phase, the first written before the process starts), so a restarted
 orchestrator re-attaches to steps that kept running instead of starting them again.
 """
 
@@ -33,7 +33,7 @@ from mlyard.errors import ConfigError, ResourceError
 from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.resources import Resources, format_size, parse_size
 from mlyard.platform.gpu_inventory import discover_gpus
-from mlyard.runtime.announce import PID_FILE_VARIABLE
+from mlyard.runtime.announce import JOB_JOURNAL_VARIABLE
 from mlyard.settings import BackendProfile, Settings
 
 
@@ -210,7 +210,7 @@ class LocalBackend(Backend):
         environment.update(job.environment)
         assert job.lease is not None
         environment.update(job.lease.environment())
-        environment[PID_FILE_VARIABLE] = str(self.jobs.pid_path(job.job_id))
+        environment[JOB_JOURNAL_VARIABLE] = str(self.jobs.journal_path(job.job_id))
         arguments = [job.task_uri]
         if self.store.endpoint_url:
             arguments += ["--endpoint-url", self.store.endpoint_url]
@@ -219,7 +219,7 @@ class LocalBackend(Backend):
         if job.resources.launcher == "torchrun":
             # One machine: torchrun's standalone rendezvous, one rank per leased GPU; every
             # rank runs the runtime, rank 0 alone writes the result.
-            environment.pop(PID_FILE_VARIABLE)  # the agent is the job, not any one rank
+            environment.pop(JOB_JOURNAL_VARIABLE)  # the agent is the job, not any one rank
             command = [
                 sys.executable,
                 "-m",
@@ -233,8 +233,8 @@ class LocalBackend(Backend):
             job.process = start_process(command, environment=environment, log_path=job.log_path)
         elif server is not None and server.wait_ready():
             # Not waiting for the fork: the orchestrator goes on while the server forks, and
-            # the pid is picked up at the next status poll (the child writes its pid file
-            # first thing, for a restarted orchestrator).
+            # the pid is picked up at the next status poll (the child appends its pid to the
+            # job's journal first thing, for a restarted orchestrator).
             server.start(
                 job.job_id, job.task_uri, self.store.endpoint_url, environment, job.log_path
             )
@@ -342,10 +342,12 @@ class LocalBackend(Backend):
             self._queued.append(job)
             return
         process: StepProcess | None = None
-        if "pid" in document and is_alive(document["pid"], document["create_time"]):
-            process = StepProcess(pid=document["pid"], create_time=document["create_time"])
-        elif phase == "starting":
-            process = find_process(self.jobs.pid_path(job_id))  # started; pid never recorded
+        pid = document.get("pid")
+        if pid is not None and "create_time" in document:
+            if is_alive(pid, document["create_time"]):
+                process = StepProcess(pid=pid, create_time=document["create_time"])
+        elif pid is not None:
+            process = find_process(pid)  # the step wrote its pid; the orchestrator had not yet
         if process is None:
             # It ended while nobody watched; its result document (if any) tells how.
             self._finish(job, JobStatus(state=JobState.SUCCEEDED, reason="ended while detached"))

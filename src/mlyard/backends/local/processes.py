@@ -85,10 +85,9 @@ def is_alive(pid: int, create_time: float) -> bool:
         return False
 
 
-def find_process(pid_file: Path) -> StepProcess | None:
-    """The live step process that wrote ``pid_file`` (the runtime writes it first), if any."""
+def find_process(pid: int) -> StepProcess | None:
+    """The live step process ``pid`` (as the step itself announced it), if it still runs."""
     try:
-        pid = int(pid_file.read_text().strip())
         process = psutil.Process(pid)
         if process.name() != STEP_PROCESS_NAME or process.status() == psutil.STATUS_ZOMBIE:
             return None
