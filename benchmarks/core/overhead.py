@@ -128,11 +128,29 @@ def measure_overhead(peers_python: Path, *, n: int, repetitions: int) -> list[Fl
     """Chain of ``n``, fan-out of ``n`` and a chain of 10, for every contender."""
     shapes = [("chain", n), ("fanout", n), ("chain", SMALL_CHAIN)]
     results: dict[tuple[str, str, int], FlowResult] = {}
-    # One untimed run each first: byte-compiled modules and a warm file cache for every tool.
-    for contender in contenders(peers_python):
-        with tempfile.TemporaryDirectory(prefix="mlyard-bench-") as workdir:
-            contender.run("chain", WARM_UP_STEPS, Path(workdir))
-        print(f"  warmed up {contender.label}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mlyard-bench-") as root:
+        # Every run gets a fresh directory, and all are deleted at the end: deleting one run's
+        # files just before the next run would slow the next run's file creations (on ext4
+        # without a journal, as on this machine, a new inode is not taken from those deleted
+        # in the last minute, and each creation scans past them).
+        def fresh_workdir() -> Path:
+            return Path(tempfile.mkdtemp(prefix="run-", dir=root))
+
+        # One untimed run each first: byte-compiled modules and a warm file cache for every tool.
+        for contender in contenders(peers_python):
+            contender.run("chain", WARM_UP_STEPS, fresh_workdir())
+            print(f"  warmed up {contender.label}", flush=True)
+        _measure(peers_python, shapes, repetitions, results, fresh_workdir)
+    return list(results.values())
+
+
+def _measure(
+    peers_python: Path,
+    shapes: list[tuple[str, int]],
+    repetitions: int,
+    results: dict[tuple[str, str, int], FlowResult],
+    fresh_workdir: Callable[[], Path],
+) -> None:
     for repetition in range(1, repetitions + 1):
         for flow, size in shapes:
             for contender in contenders(peers_python):
@@ -143,8 +161,7 @@ def measure_overhead(peers_python: Path, *, n: int, repetitions: int) -> list[Fl
                         contender.label, contender.tool, flow, size, contender.steps(flow, size)
                     ),
                 )
-                with tempfile.TemporaryDirectory(prefix="mlyard-bench-") as workdir:
-                    sample = contender.run(flow, size, Path(workdir))
+                sample = contender.run(flow, size, fresh_workdir())
                 result.walls.append(sample.wall_seconds)
                 per_step_ms = 1000 * sample.wall_seconds / result.steps
                 print(
@@ -152,7 +169,6 @@ def measure_overhead(peers_python: Path, *, n: int, repetitions: int) -> list[Fl
                     f"{sample.wall_seconds:7.2f} s  {per_step_ms:7.1f} ms/step",
                     flush=True,
                 )
-    return list(results.values())
 
 
 def marginal_ms_per_step(results: list[FlowResult], contender: str, n: int) -> float | None:
