@@ -260,8 +260,10 @@ class Orchestrator:
         changed = False
         for record in self._open:
             limit = record.node.timeout_seconds
+            if limit is None:
+                continue
             handle = record.active_handle
-            if limit is None or handle is None or record.state != StepState.RUNNING:
+            if handle is None or record.state != StepState.RUNNING:
                 continue
             if record.started_monotonic is None:
                 record.started_monotonic = time.monotonic()

@@ -15,6 +15,9 @@ from mlyard.models.tasks import ArtifactRef
 from mlyard.store.repository import AttemptRow, MetadataStore, RunRow, StepRunRow
 from mlyard.store.tables import Base
 
+_STATES = {state.value: state for state in StepState}
+_ACTIVE = (StepState.QUEUED, StepState.RUNNING)
+
 
 @dataclass
 class StepRecord:
@@ -30,10 +33,12 @@ class StepRecord:
     #: The artifacts the current attempt was given, by input name (for its lineage); None
     #: when this process did not submit it (a resumed run reads them from the task).
     attempt_inputs: dict[str, list[ArtifactRef]] | None = None
+    #: ``active_handle`` parsed once per handle document (it is read at every poll).
+    _parsed_handle: tuple[object, JobHandle] | None = field(default=None, init=False, repr=False)
 
     @property
     def state(self) -> StepState:
-        return StepState(self.row.state)
+        return _STATES[self.row.state]
 
     @property
     def current_attempt(self) -> AttemptRow | None:
@@ -44,9 +49,11 @@ class StepRecord:
         attempt = self.current_attempt
         if attempt is None or attempt.handle is None:
             return None
-        if self.state not in (StepState.QUEUED, StepState.RUNNING):
+        if self.state not in _ACTIVE:
             return None
-        return JobHandle.model_validate(attempt.handle)
+        if self._parsed_handle is None or self._parsed_handle[0] is not attempt.handle:
+            self._parsed_handle = (attempt.handle, JobHandle.model_validate(attempt.handle))
+        return self._parsed_handle[1]
 
 
 def run_outcome(records: Iterable[StepRecord]) -> tuple[RunState, str | None]:

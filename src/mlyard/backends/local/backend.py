@@ -60,7 +60,8 @@ class LocalBackend(Backend):
         self.allocator = GpuAllocator(discover_gpus)  # NVML only once a step wants a GPU
         self.jobs = JobFiles(settings.home / "local" / "jobs")
         self.logs_dir = settings.home / "logs"
-        self._queued: list[LocalJob] = []
+        #: Jobs waiting for capacity, by job id, in submission order (FIFO with backfill).
+        self._queued: dict[str, LocalJob] = {}
         self._running: dict[str, LocalJob] = {}
         self._finished: dict[str, JobStatus] = {}
 
@@ -88,9 +89,9 @@ class LocalBackend(Backend):
         if self._use_fork_server and self._fork_server is None:
             # Once per run: the one warm_up started, or a new one now.
             self._fork_server = fork_server.take(_fork_server_preload(self.store.is_local))
-        self._queued.append(job)
+        self._queued[job_id] = job
         self._start_queued()  # a job that starts now is recorded as "starting" before it does
-        if job in self._queued:
+        if job_id in self._queued:
             self.jobs.write(job, "queued")
         return handle
 
@@ -109,10 +110,9 @@ class LocalBackend(Backend):
         job_id = handle.job_id
         if not self._known(job_id):
             self._reattach(job_id)
-        for job in list(self._queued):
-            if job.job_id == job_id:
-                self._queued.remove(job)
-                self._finish(job, JobStatus(state=JobState.CANCELLED, reason="cancelled"))
+        queued = self._queued.pop(job_id, None)
+        if queued is not None:
+            self._finish(queued, JobStatus(state=JobState.CANCELLED, reason="cancelled"))
         running = self._running.get(job_id)
         if running is not None and running.forked_by is not None:
             self._adopt_forked(running, fork_server.STARTUP_TIMEOUT_SECONDS)
@@ -179,11 +179,7 @@ class LocalBackend(Backend):
     # --- scheduling ----------------------------------------------------------------------
 
     def _known(self, job_id: str) -> bool:
-        return (
-            job_id in self._running
-            or job_id in self._finished
-            or any(job.job_id == job_id for job in self._queued)
-        )
+        return job_id in self._running or job_id in self._finished or job_id in self._queued
 
     def _used(self) -> tuple[float, int]:
         cpus = sum(job.resources.cpus for job in self._running.values())
@@ -191,7 +187,7 @@ class LocalBackend(Backend):
         return cpus, memory
 
     def _start_queued(self) -> None:
-        for job in list(self._queued):
+        for job in list(self._queued.values()):
             cpus, memory = self._used()
             fits = cpus + job.resources.cpus <= self.total_cpus + 1e-9 and (
                 memory + (job.resources.memory or 0) <= self.total_memory
@@ -202,7 +198,7 @@ class LocalBackend(Backend):
             if lease is None:
                 continue
             job.lease = lease
-            self._queued.remove(job)
+            del self._queued[job.job_id]
             self._launch(job)
 
     def _launch(self, job: LocalJob) -> None:
@@ -307,9 +303,9 @@ class LocalBackend(Backend):
             # RUNNING once the pid is recorded: from then on a restarted orchestrator finds it.
             started = running.process is not None
             return JobStatus(state=JobState.RUNNING if started else JobState.PENDING)
-        for job in self._queued:
-            if job.job_id == job_id:
-                return JobStatus(state=JobState.PENDING, reason=self._pending_reason(job))
+        queued = self._queued.get(job_id)
+        if queued is not None:
+            return JobStatus(state=JobState.PENDING, reason=self._pending_reason(queued))
         return JobStatus(state=JobState.LOST, reason="the local backend does not know this job")
 
     def _pending_reason(self, job: LocalJob) -> str:
@@ -339,7 +335,7 @@ class LocalBackend(Backend):
             self._finished[job_id] = JobStatus.model_validate(document["status"])
             return
         if phase == "queued":
-            self._queued.append(job)
+            self._queued[job_id] = job
             return
         process: StepProcess | None = None
         pid = document.get("pid")
