@@ -194,11 +194,21 @@ class Orchestrator:
             return False
         self._unreachable_since = None
         changed = self._resubmit_unhandled()
+        progressed: list[tuple[StepRecord, JobStatus]] = []
         for job_id, (record, _) in active.items():
             status = statuses.get(job_id)
             if status is None:
                 continue
-            changed |= self._apply_status(record, status)
+            if status.state.is_terminal:
+                attempt = record.current_attempt
+                assert attempt is not None
+                self._record_outcome(record, read_outcome(self.artifacts, attempt, status))
+                changed = True
+            elif _moved_on(record, status):
+                progressed.append((record, status))
+        if progressed:
+            self._record_progress(progressed)
+            changed = True
         return changed
 
     def _backend_unreachable(self, error: BackendError) -> None:
@@ -228,33 +238,27 @@ class Orchestrator:
                 changed = True
         return changed
 
-    def _apply_status(self, record: StepRecord, status: JobStatus) -> bool:
-        attempt = record.current_attempt
-        assert attempt is not None
-        if status.state == JobState.PENDING:
-            if status.reason != record.row.reason:
-                write_through(self.metadata, record.row, reason=status.reason)
-                return True
-            return False
-        if status.state == JobState.RUNNING:
-            if record.state != StepState.RUNNING:
-                with self.metadata.transaction() as session:
-                    write_through(
-                        self.metadata, attempt, session=session, state=StepState.RUNNING.value
-                    )
-                    write_through(
-                        self.metadata,
-                        record.row,
-                        session=session,
-                        state=StepState.RUNNING.value,
-                        reason=None,
-                    )
+    def _record_progress(self, progressed: list[tuple[StepRecord, JobStatus]]) -> None:
+        """Persist the jobs that started running or changed why they wait: one transaction
+        for all of them (a fan-out queues dozens of steps at once)."""
+        with self.metadata.transaction() as session:
+            for record, status in progressed:
+                if status.state == JobState.PENDING:
+                    write_through(self.metadata, record.row, session=session, reason=status.reason)
+                    continue
+                attempt = record.current_attempt
+                assert attempt is not None
+                write_through(
+                    self.metadata, attempt, session=session, state=StepState.RUNNING.value
+                )
+                write_through(
+                    self.metadata,
+                    record.row,
+                    session=session,
+                    state=StepState.RUNNING.value,
+                    reason=None,
+                )
                 record.started_monotonic = time.monotonic()
-                return True
-            return False
-        outcome = read_outcome(self.artifacts, attempt, status)
-        self._record_outcome(record, outcome)
-        return True
 
     def _enforce_timeouts(self) -> bool:
         changed = False
@@ -395,6 +399,14 @@ class Orchestrator:
             self._notify()
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def _moved_on(record: StepRecord, status: JobStatus) -> bool:
+    """Whether a job that has not ended is news: it started running, or waits for another
+    reason than the one recorded."""
+    if status.state == JobState.RUNNING:
+        return record.state != StepState.RUNNING
+    return status.reason != record.row.reason
 
 
 __all__ = ["Orchestrator", "RunObserver"]
