@@ -7,6 +7,7 @@ import gc
 import typer
 
 from mlyard.cli.errors import set_debug
+from mlyard.cli.start_up import begin_start_up
 
 app = typer.Typer(
     name="mlyard",
@@ -38,6 +39,7 @@ COMMAND_MODULES: list[str] = ["run", "runs", "models", "ui", "serve", "consume"]
 
 
 def main() -> None:
+    begin_start_up()
     _register_commands()
     try:
         app()

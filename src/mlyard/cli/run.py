@@ -11,6 +11,7 @@ from rich.live import Live
 
 from mlyard.cli.errors import handle_errors
 from mlyard.cli.output import console, emit_json
+from mlyard.cli.start_up import settle_after_start_up
 from mlyard.cli.views import run_summary, run_tree
 from mlyard.models.runs import RunView
 
@@ -80,6 +81,7 @@ def register(app: typer.Typer) -> None:
                 console.print(
                     f"[dim]run[/] [bold]{run_id}[/] of {loaded.pipeline.name} on {chosen.name}"
                 )
+            settle_after_start_up()
             view = run_with_live_view(
                 lambda observer: execute_run(workspace, run_id, chosen, observer), as_json
             )

@@ -9,6 +9,7 @@ import typer
 from mlyard.cli.errors import handle_errors
 from mlyard.cli.output import console, emit_json
 from mlyard.cli.run import _interrupt_on_sigterm, finish, run_with_live_view
+from mlyard.cli.start_up import settle_after_start_up
 from mlyard.cli.views import run_summary, runs_table
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ def resume_command(
     _interrupt_on_sigterm()
     workspace = _workspace()
     try:
+        settle_after_start_up()
         view = run_with_live_view(lambda observer: resume_run(workspace, run_id, observer), as_json)
     finally:
         workspace.close()

@@ -194,8 +194,10 @@ def _reap(out: Any, ended_read: int, reported: set[int]) -> None:
 
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's business
+    gc.disable()  # the preloaded modules live for good: no collection while importing them
     _preload(sys.argv[1:])
     gc.freeze()  # children share the preloaded objects without the collector touching them
+    gc.enable()
     out = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the protocol
     # A child's end wakes the loop at once through this pipe (no polling delay per step).
