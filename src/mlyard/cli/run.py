@@ -10,8 +10,8 @@ import typer
 from rich.live import Live
 
 from mlyard.cli.errors import handle_errors
+from mlyard.cli.lifecycle import settle_after_start_up
 from mlyard.cli.output import console, emit_json
-from mlyard.cli.start_up import settle_after_start_up
 from mlyard.cli.views import run_summary, run_tree
 from mlyard.models.runs import RunView
 

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from mlyard.cli.errors import handle_errors
+from mlyard.cli.lifecycle import settle_after_start_up
 from mlyard.cli.output import console, emit_json
 from mlyard.cli.run import _interrupt_on_sigterm, finish, run_with_live_view
-from mlyard.cli.start_up import settle_after_start_up
 from mlyard.cli.views import run_summary, runs_table
 
 if TYPE_CHECKING:
