@@ -89,17 +89,14 @@ class StepTracking:
             }
             if result is not None:
                 params.update(result.params)
-            if params:
-                self.tracker.log_params(mlflow_id, params)
+            unsent = []
             if result is not None:
                 unsent = (
                     result.metrics[result.live_metrics_sent :]
                     if result.mlflow_run_id
-                    else (result.metrics)
+                    else result.metrics
                 )
-                if unsent:
-                    self.tracker.log_metrics(mlflow_id, unsent)
-            self.tracker.log_usage(mlflow_id, outcome.usage)
+            self.tracker.log_step_data(mlflow_id, params, unsent, outcome.usage)
             versions = []
             if outcome.succeeded and result is not None and result.models:
                 # Models of user-defined classes unpickle only with the run's code importable.

@@ -33,6 +33,16 @@ class Tracker(Protocol):
     def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
         """Log an attempt's usage as ``usage.*`` metrics."""
 
+    def log_step_data(
+        self,
+        mlflow_run_id: str,
+        params: Mapping[str, Any],
+        metrics: Sequence[MetricRecord],
+        usage: Usage,
+    ) -> None:
+        """Log a finished step's parameters, metrics and usage together, in as few requests as
+        the store allows (one for a usual step)."""
+
     def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
         """Log ``model_object`` with its MLflow flavour and register a version; returns it."""
 

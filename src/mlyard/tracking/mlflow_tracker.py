@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,6 +126,8 @@ class MlflowTracker:
         self.uri = uri
         self.experiment = experiment
         self._experiment_id: str | None = None
+        #: Per parent run: its experiment and the tags its nested runs get.
+        self._parents: dict[str, tuple[str, dict[str, str]]] = {}
 
     @functools.cached_property
     def _client(self) -> Any:
@@ -190,48 +192,65 @@ class MlflowTracker:
     @_wrapped("create a step run")
     def start_step_run(self, parent_run_id: str, step_name: str, attempt_id: str) -> str:
         """Create a nested run under ``parent_run_id`` for one attempt of one step."""
-        parent = self._client.get_run(parent_run_id)
-        tags = {PARENT_RUN_TAG: parent_run_id, STEP_TAG: step_name, ATTEMPT_TAG: attempt_id}
-        if RUN_ID_TAG in parent.data.tags:
-            tags[RUN_ID_TAG] = parent.data.tags[RUN_ID_TAG]
-        run = self._client.create_run(parent.info.experiment_id, run_name=step_name, tags=tags)
+        experiment_id, tags = self._nested_run_tags(parent_run_id)
+        tags = {**tags, STEP_TAG: step_name, ATTEMPT_TAG: attempt_id}
+        run = self._client.create_run(experiment_id, run_name=step_name, tags=tags)
         return str(run.info.run_id)
+
+    def _nested_run_tags(self, parent_run_id: str) -> tuple[str, dict[str, str]]:
+        """The experiment and the tags every nested run of ``parent_run_id`` gets; the parent
+        is read once, not once per step."""
+        known = self._parents.get(parent_run_id)
+        if known is None:
+            parent = self._client.get_run(parent_run_id)
+            tags = {PARENT_RUN_TAG: parent_run_id}
+            if RUN_ID_TAG in parent.data.tags:
+                tags[RUN_ID_TAG] = parent.data.tags[RUN_ID_TAG]
+            known = self._parents[parent_run_id] = (str(parent.info.experiment_id), tags)
+        return known
 
     @_wrapped("log parameters")
     def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
         """Log parameters, stringified and cut to MLflow's value limit, 100 per request."""
-        from mlflow.entities import Param
-
-        items = [Param(str(k), str(v)[:MAX_PARAM_VALUE_LENGTH]) for k, v in params.items()]
-        for batch in _chunks(items, PARAMS_PER_BATCH):
-            self._client.log_batch(mlflow_run_id, params=batch)
+        self._log_batches(mlflow_run_id, params, [])
 
     @_wrapped("log metrics")
     def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
         """Log metrics with one ``log_batch`` request per 1000 records."""
-        from mlflow.entities import Metric
+        self._log_batches(mlflow_run_id, {}, metrics)
 
-        items = [Metric(m.key, m.value, m.timestamp_ms, m.step) for m in metrics]
-        for batch in _chunks(items, METRICS_PER_BATCH):
-            self._client.log_batch(mlflow_run_id, metrics=batch)
-
+    @_wrapped("log usage")
     def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
         """Log an attempt's usage as ``usage.*`` metrics (cost and queue time when known)."""
-        now = int(time.time() * 1000)
-        values = {
-            "usage.wall_seconds": usage.wall_seconds,
-            "usage.cpu_seconds": usage.cpu_seconds,
-            "usage.peak_memory_bytes": float(usage.peak_memory_bytes),
-            "usage.gpu_seconds": usage.gpu_seconds,
-        }
-        if usage.queue_seconds is not None:
-            values["usage.queue_seconds"] = usage.queue_seconds
-        if usage.cost is not None:
-            values["usage.cost"] = usage.cost
-        self.log_metrics(
-            mlflow_run_id,
-            [MetricRecord(key=k, value=v, timestamp_ms=now) for k, v in values.items()],
-        )
+        self._log_batches(mlflow_run_id, {}, _usage_records(usage))
+
+    @_wrapped("log the step's parameters and metrics")
+    def log_step_data(
+        self,
+        mlflow_run_id: str,
+        params: Mapping[str, Any],
+        metrics: Sequence[MetricRecord],
+        usage: Usage,
+    ) -> None:
+        """Parameters, metrics and usage in shared ``log_batch`` requests."""
+        self._log_batches(mlflow_run_id, params, [*metrics, *_usage_records(usage)])
+
+    def _log_batches(
+        self, mlflow_run_id: str, params: Mapping[str, Any], metrics: Sequence[MetricRecord]
+    ) -> None:
+        """As few ``log_batch`` requests as MLflow's limits allow: at most 100 parameters and
+        1000 entries in all per request."""
+        from mlflow.entities import Metric, Param
+
+        pending_params = [Param(str(k), str(v)[:MAX_PARAM_VALUE_LENGTH]) for k, v in params.items()]
+        pending_metrics = [Metric(m.key, m.value, m.timestamp_ms, m.step) for m in metrics]
+        while pending_params or pending_metrics:
+            batch_params = pending_params[:PARAMS_PER_BATCH]
+            room = METRICS_PER_BATCH - len(batch_params)
+            batch_metrics = pending_metrics[:room]
+            self._client.log_batch(mlflow_run_id, params=batch_params, metrics=batch_metrics)
+            pending_params = pending_params[len(batch_params) :]
+            pending_metrics = pending_metrics[len(batch_metrics) :]
 
     @_wrapped("log and register the model")
     def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
@@ -332,6 +351,17 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "model"
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def _usage_records(usage: Usage) -> list[MetricRecord]:
+    """An attempt's usage as ``usage.*`` metrics (cost and queue time when known)."""
+    now = int(time.time() * 1000)
+    values = {
+        "usage.wall_seconds": usage.wall_seconds,
+        "usage.cpu_seconds": usage.cpu_seconds,
+        "usage.peak_memory_bytes": float(usage.peak_memory_bytes),
+        "usage.gpu_seconds": usage.gpu_seconds,
+    }
+    if usage.queue_seconds is not None:
+        values["usage.queue_seconds"] = usage.queue_seconds
+    if usage.cost is not None:
+        values["usage.cost"] = usage.cost
+    return [MetricRecord(key=k, value=v, timestamp_ms=now) for k, v in values.items()]

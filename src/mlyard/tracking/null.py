@@ -33,6 +33,15 @@ class NullTracker:
     def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
         return None
 
+    def log_step_data(
+        self,
+        mlflow_run_id: str,
+        params: Mapping[str, Any],
+        metrics: Sequence[MetricRecord],
+        usage: Usage,
+    ) -> None:
+        return None
+
     def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
         return NO_VERSION
 

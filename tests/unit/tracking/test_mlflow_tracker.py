@@ -155,6 +155,41 @@ def test_usage_becomes_usage_metrics(tracker: MlflowTracker, client: Any) -> Non
     assert "usage.cost" not in client.get_run(without_cost).data.metrics
 
 
+def test_a_steps_params_metrics_and_usage_share_requests(
+    tracker: MlflowTracker, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = tracker.start_pipeline_run("run-4", "p", {})
+    usual = tracker.start_step_run(parent, "usual", "u1")
+    large = tracker.start_step_run(parent, "large", "l1")
+    requests: list[tuple[int, int]] = []
+    real_log_batch = tracker._client.log_batch
+
+    def counting_log_batch(run_id: str, **kwargs: Any) -> None:
+        requests.append((len(kwargs.get("params", [])), len(kwargs.get("metrics", []))))
+        real_log_batch(run_id, **kwargs)
+
+    monkeypatch.setattr(tracker._client, "log_batch", counting_log_batch)
+    usage = Usage(wall_seconds=2.0, cpu_seconds=1.0)
+    tracker.log_step_data(
+        usual, {"lr": 0.1}, [MetricRecord(key="acc", value=0.9, timestamp_ms=1)], usage
+    )
+    assert requests == [(1, 5)]  # the metric and the four usage metrics, with the parameter
+
+    requests.clear()
+    params = {f"p{i}": i for i in range(150)}
+    metrics = [MetricRecord(key="loss", value=i, step=i, timestamp_ms=i) for i in range(1900)]
+    tracker.log_step_data(large, params, metrics, usage)
+    assert requests == [(100, 900), (50, 950), (0, 54)]  # MLflow: 100 params, 1000 entries
+
+    assert client.get_run(usual).data.params == {"lr": "0.1"}
+    assert client.get_run(usual).data.metrics["acc"] == 0.9
+    assert client.get_run(usual).data.metrics["usage.wall_seconds"] == 2.0
+    assert len(client.get_run(large).data.params) == 150
+    assert len(client.get_metric_history(large, "loss")) == 1900
+    tags = client.get_run(large).data.tags
+    assert tags["mlflow.parentRunId"] == parent and tags["mlyard.step"] == "large"
+
+
 def test_sklearn_model_is_logged_registered_and_loads_back(
     tracker: MlflowTracker, client: Any, step_run: str, tmp_path: Path
 ) -> None:
