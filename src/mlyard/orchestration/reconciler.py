@@ -22,7 +22,13 @@ from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, StepState
 from mlyard.models.tasks import TrackingTarget
 from mlyard.orchestration.attempts import AttemptLauncher, AttemptOutcome, read_outcome
-from mlyard.orchestration.run_state import StepRecord, run_outcome, write_through
+from mlyard.orchestration.run_state import (
+    StepRecord,
+    moved_on,
+    record_progress,
+    run_outcome,
+    write_through,
+)
 from mlyard.orchestration.step_tracking import StepTracking, TrackingQueue
 from mlyard.store.repository import MetadataStore, RunRow, as_utc, utcnow
 from mlyard.tracking.base import Tracker
@@ -204,10 +210,10 @@ class Orchestrator:
                 assert attempt is not None
                 self._record_outcome(record, read_outcome(self.artifacts, attempt, status))
                 changed = True
-            elif _moved_on(record, status):
+            elif moved_on(record, status):
                 progressed.append((record, status))
         if progressed:
-            self._record_progress(progressed)
+            record_progress(self.metadata, progressed)
             changed = True
         return changed
 
@@ -237,28 +243,6 @@ class Orchestrator:
                     self._record_outcome(record, refused)
                 changed = True
         return changed
-
-    def _record_progress(self, progressed: list[tuple[StepRecord, JobStatus]]) -> None:
-        """Persist the jobs that started running or changed why they wait: one transaction
-        for all of them (a fan-out queues dozens of steps at once)."""
-        with self.metadata.transaction() as session:
-            for record, status in progressed:
-                if status.state == JobState.PENDING:
-                    write_through(self.metadata, record.row, session=session, reason=status.reason)
-                    continue
-                attempt = record.current_attempt
-                assert attempt is not None
-                write_through(
-                    self.metadata, attempt, session=session, state=StepState.RUNNING.value
-                )
-                write_through(
-                    self.metadata,
-                    record.row,
-                    session=session,
-                    state=StepState.RUNNING.value,
-                    reason=None,
-                )
-                record.started_monotonic = time.monotonic()
 
     def _enforce_timeouts(self) -> bool:
         changed = False
@@ -399,14 +383,6 @@ class Orchestrator:
             self._notify()
         finally:
             signal.signal(signal.SIGINT, previous)
-
-
-def _moved_on(record: StepRecord, status: JobStatus) -> bool:
-    """Whether a job that has not ended is news: it started running, or waits for another
-    reason than the one recorded."""
-    if status.state == JobState.RUNNING:
-        return record.state != StepState.RUNNING
-    return status.reason != record.row.reason
 
 
 __all__ = ["Orchestrator", "RunObserver"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mlyard.models.backends import JobHandle
+from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.pipelines import StepNode
 from mlyard.models.runs import RunState, StepState
 from mlyard.models.tasks import ArtifactRef
@@ -69,6 +70,33 @@ def run_outcome(records: Iterable[StepRecord]) -> tuple[RunState, str | None]:
     failed = [record for record in finished if record.state == StepState.FAILED]
     error = f"Step {failed[0].node.name!r} failed: {failed[0].row.error}" if failed else None
     return final, error
+
+
+def moved_on(record: StepRecord, status: JobStatus) -> bool:
+    """Whether the status of a job that has not ended is news: it started running, or it waits
+    for another reason than the one recorded."""
+    if status.state == JobState.RUNNING:
+        return record.state != StepState.RUNNING
+    return status.reason != record.row.reason
+
+
+def record_progress(
+    metadata: MetadataStore, progressed: Iterable[tuple[StepRecord, JobStatus]]
+) -> None:
+    """Persist the jobs that started running or changed why they wait, in one transaction for
+    all of them (a fan-out queues dozens of steps at once)."""
+    with metadata.transaction() as session:
+        for record, status in progressed:
+            if status.state == JobState.PENDING:
+                write_through(metadata, record.row, session=session, reason=status.reason)
+                continue
+            attempt = record.current_attempt
+            assert attempt is not None
+            write_through(metadata, attempt, session=session, state=StepState.RUNNING.value)
+            write_through(
+                metadata, record.row, session=session, state=StepState.RUNNING.value, reason=None
+            )
+            record.started_monotonic = time.monotonic()
 
 
 def write_through(
