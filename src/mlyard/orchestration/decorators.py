@@ -34,9 +34,19 @@ class StepDefinition:
     retry_backoff_seconds: float
     timeout_seconds: float | None
     cache: bool
-    output_names: tuple[str, ...]
+    #: The names given with ``@step(outputs=...)``, checked already; None: from the type hints.
+    declared_outputs: tuple[str, ...] | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     requirements: Sequence[str] = ()
+
+    @functools.cached_property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the step's outputs. Read from the type hints when first asked (at tracing),
+        not at decoration: every step process imports the module, and resolving the hints of
+        its steps is most of that import's time."""
+        if self.declared_outputs is not None:
+            return self.declared_outputs
+        return _output_names_from_hints(self.function)
 
 
 class Step(Generic[P, R]):
@@ -122,7 +132,7 @@ def step(
             retry_backoff_seconds=backoff,
             timeout_seconds=limit,
             cache=cache,
-            output_names=_output_names(fn, outputs),
+            declared_outputs=_declared_outputs(fn, outputs),
             environment=dict(environment or {}),
             requirements=tuple(requirements or ()),
         )
@@ -133,16 +143,23 @@ def step(
     return decorate
 
 
-def _output_names(fn: Callable[..., Any], declared: Sequence[str] | None) -> tuple[str, ...]:
-    """Names of a step's outputs: declared, one per element of a ``tuple[...]`` return, or one."""
-    if declared is not None:
-        names = tuple(declared)
-        if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
-            raise PipelineDefinitionError(
-                f"@step(outputs={list(names)}) on {fn.__name__}: output names must be distinct "
-                "Python identifiers."
-            )
-        return names
+def _declared_outputs(
+    fn: Callable[..., Any], declared: Sequence[str] | None
+) -> tuple[str, ...] | None:
+    """The output names given to ``@step(outputs=...)``, refused at once when invalid."""
+    if declared is None:
+        return None
+    names = tuple(declared)
+    if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
+        raise PipelineDefinitionError(
+            f"@step(outputs={list(names)}) on {fn.__name__}: output names must be distinct "
+            "Python identifiers."
+        )
+    return names
+
+
+def _output_names_from_hints(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """One name per element of a ``tuple[...]`` return, none for ``-> None``, else one."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable annotations are the user's business; assume one output

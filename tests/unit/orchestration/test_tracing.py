@@ -74,3 +74,33 @@ def test_an_output_used_as_a_value_while_tracing_is_explained() -> None:
     loaded = LoadedPipeline(uses_value, module.__name__, Path(module.__file__).parent)
     with pytest.raises(PipelineDefinitionError, match="used as a value"):
         trace_pipeline(loaded, {})
+
+
+def test_output_names_come_from_type_hints_resolved_when_first_needed() -> None:
+    from mlyard import step
+
+    @step
+    def pair() -> tuple[Later, Later]:  # noqa: F821  (defined below: resolvable only later)
+        raise NotImplementedError
+
+    @step(outputs=["low", "high"])
+    def named() -> tuple[int, int]:
+        raise NotImplementedError
+
+    assert "output_names" not in vars(pair.definition)  # nothing resolved at decoration
+    globals()["Later"] = int
+    try:
+        assert pair.definition.output_names == ("output_0", "output_1")
+    finally:
+        del globals()["Later"]
+    assert named.definition.output_names == ("low", "high")
+
+
+def test_invalid_declared_output_names_are_refused_at_decoration() -> None:
+    from mlyard import step
+
+    with pytest.raises(PipelineDefinitionError, match="distinct"):
+
+        @step(outputs=["same", "same"])
+        def twice() -> tuple[int, int]:
+            raise NotImplementedError
