@@ -35,8 +35,14 @@ def warm_up_backend(name: str | None, settings: Settings) -> None:
         profile = settings.backend_profile(name)
         backend_class = _backend_class(name, profile.type)
     except ConfigError:
-        return
-    backend_class.warm_up(profile, settings)
+        profile = None
+    if profile is None or profile.type != "local":
+        # `mlyard run` may have started the local fork server on spec (lifecycle.py).
+        from mlyard.backends.local import fork_server
+
+        fork_server.discard_prestarted()
+    if profile is not None:
+        backend_class.warm_up(profile, settings)
 
 
 def _backend_class(name: str, backend_type: str) -> type[Backend]:

@@ -22,8 +22,17 @@ START_UP_THRESHOLDS = (100_000, 50, 50)
 _DEFAULT_THRESHOLDS = gc.get_threshold()
 
 
-def begin_start_up() -> None:
+def begin_start_up(argv: list[str]) -> None:
+    """First thing in ``main``. For ``mlyard run`` this also starts the local backend's fork
+    server: its imports take as long as the run's own, and the first step waits for it. The
+    default backend is local; a run that turns out to use another one stops it again
+    (``warm_up_backend``)."""
     gc.set_threshold(*START_UP_THRESHOLDS)
+    command = next((argument for argument in argv[1:] if not argument.startswith("-")), None)
+    if command == "run" and "--help" not in argv:
+        from mlyard.backends.local import fork_server
+
+        fork_server.prestart()
 
 
 def settle_after_start_up() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from mlyard.cli.errors import set_debug
@@ -37,7 +39,7 @@ COMMAND_MODULES: list[str] = ["run", "runs", "models", "ui", "serve", "consume"]
 
 
 def main() -> None:
-    begin_start_up()
+    begin_start_up(sys.argv)
     _register_commands()
     try:
         app()  # ends in SystemExit with the command's exit code

@@ -71,6 +71,8 @@ class LocalBackend(Backend):
         if (profile.model_extra or {}).get("fork_server", True):
             is_local = ArtifactStore.is_local_url(settings.artifacts_url)
             fork_server.prestart(_fork_server_preload(is_local))
+        else:
+            fork_server.discard_prestarted()
 
     # --- contract ------------------------------------------------------------------------
 

@@ -128,11 +128,25 @@ _prestart_lock = threading.Lock()
 
 def prestart(preload: Sequence[str] = ()) -> None:
     """Start a fork server now, so that its imports overlap the run's preparation; the local
-    backend takes it at its first step. Idempotent."""
+    backend takes it at its first step. Idempotent; one started with other preloads is
+    replaced."""
     global _prestarted
     with _prestart_lock:
+        if _prestarted is not None and _prestarted.preload != tuple(preload):
+            _prestarted.close()
+            _prestarted = None
         if _prestarted is None:
             _prestarted = ForkServer(preload)
+
+
+def discard_prestarted() -> None:
+    """Stop a server started ahead of a run that turned out not to need it (another backend,
+    or a local profile without the fork server)."""
+    global _prestarted
+    with _prestart_lock:
+        server, _prestarted = _prestarted, None
+    if server is not None:
+        server.close()
 
 
 def take(preload: Sequence[str] = ()) -> ForkServer:
