@@ -11,7 +11,7 @@ from tests.e2e.cli import mlyard_json, spawn, stop_spawned
 
 pytestmark = pytest.mark.e2e
 
-PIPELINE = '''
+PIPELINE = """
 import time
 
 from mlyard import pipeline, step
@@ -27,7 +27,7 @@ def nap(index: int) -> int:
 def naps() -> None:
     nap(index=1)
     nap(index=2)
-'''
+"""
 
 
 def test_a_step_waiting_for_a_cpu_says_so_until_it_runs(tmp_path: Path) -> None:

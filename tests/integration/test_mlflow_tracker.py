@@ -51,11 +51,12 @@ def test_round_trip_over_http(server_uri: str, tmp_path: Path) -> None:
     parent = tracker.start_pipeline_run("run-http", "digits", {"c": 1.0})
     tracker.log_params(parent, {"c": 1.0})
     step = tracker.start_step_run(parent, "train", "attempt-http")
-    tracker.log_metrics(
+    tracker.log_step_data(
         step,
+        {},
         [MetricRecord(key="loss", value=1 / (i + 1), step=i, timestamp_ms=i) for i in range(2500)],
+        Usage(wall_seconds=3.0, cpu_seconds=2.0, cost=0.5),
     )
-    tracker.log_usage(step, Usage(wall_seconds=3.0, cpu_seconds=2.0, cost=0.5))
     features, labels = load_digits(return_X_y=True)
     classifier = LogisticRegression(max_iter=300).fit(features[:300], labels[:300])
     version = tracker.log_model(

@@ -27,12 +27,6 @@ class Tracker(Protocol):
     def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
         """Log parameters (values are stringified)."""
 
-    def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
-        """Log metrics in batches (one request per ~1000 records)."""
-
-    def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
-        """Log an attempt's usage as ``usage.*`` metrics."""
-
     def log_step_data(
         self,
         mlflow_run_id: str,

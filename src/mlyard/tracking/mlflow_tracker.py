@@ -214,16 +214,6 @@ class MlflowTracker:
         """Log parameters, stringified and cut to MLflow's value limit, 100 per request."""
         self._log_batches(mlflow_run_id, params, [])
 
-    @_wrapped("log metrics")
-    def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
-        """Log metrics with one ``log_batch`` request per 1000 records."""
-        self._log_batches(mlflow_run_id, {}, metrics)
-
-    @_wrapped("log usage")
-    def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
-        """Log an attempt's usage as ``usage.*`` metrics (cost and queue time when known)."""
-        self._log_batches(mlflow_run_id, {}, _usage_records(usage))
-
     @_wrapped("log the step's parameters and metrics")
     def log_step_data(
         self,
@@ -232,7 +222,8 @@ class MlflowTracker:
         metrics: Sequence[MetricRecord],
         usage: Usage,
     ) -> None:
-        """Parameters, metrics and usage in shared ``log_batch`` requests."""
+        """Parameters, metrics and usage (``usage.*`` metrics, cost and queue time when known)
+        in shared ``log_batch`` requests."""
         self._log_batches(mlflow_run_id, params, [*metrics, *_usage_records(usage)])
 
     def _log_batches(

@@ -27,12 +27,6 @@ class NullTracker:
     def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
         return None
 
-    def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
-        return None
-
-    def log_usage(self, mlflow_run_id: str, usage: Usage) -> None:
-        return None
-
     def log_step_data(
         self,
         mlflow_run_id: str,

@@ -128,13 +128,17 @@ def test_metrics_are_logged_in_batches_of_1000(
         MetricRecord(key="loss" if i % 2 else "accuracy", value=i / 10, step=i, timestamp_ms=i)
         for i in range(2500)
     ]
-    tracker.log_metrics(run, records)
+    tracker.log_step_data(run, {}, records, Usage())
 
-    assert batch_sizes == [1000, 1000, 500]
+    assert batch_sizes == [1000, 1000, 504]  # the four usage metrics ride in the last request
     history = client.get_metric_history(run, "loss")
     assert len(history) == 1250
     assert sorted(m.step for m in history) == list(range(1, 2500, 2))
-    assert client.get_run(run).data.metrics == {"loss": 249.9, "accuracy": 249.8}
+    latest = client.get_run(run).data.metrics
+    assert {k: v for k, v in latest.items() if not k.startswith("usage.")} == {
+        "loss": 249.9,
+        "accuracy": 249.8,
+    }
 
 
 def test_usage_becomes_usage_metrics(tracker: MlflowTracker, client: Any) -> None:
@@ -142,8 +146,8 @@ def test_usage_becomes_usage_metrics(tracker: MlflowTracker, client: Any) -> Non
     with_cost = tracker.start_step_run(parent, "a", "a1")
     without_cost = tracker.start_step_run(parent, "b", "b1")
     usage = Usage(wall_seconds=2.5, cpu_seconds=1.5, peak_memory_bytes=2**30, gpu_seconds=0.5)
-    tracker.log_usage(with_cost, usage.model_copy(update={"cost": 0.25}))
-    tracker.log_usage(without_cost, usage)
+    tracker.log_step_data(with_cost, {}, [], usage.model_copy(update={"cost": 0.25}))
+    tracker.log_step_data(without_cost, {}, [], usage)
 
     assert client.get_run(with_cost).data.metrics == {
         "usage.wall_seconds": 2.5,

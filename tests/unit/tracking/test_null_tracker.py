@@ -22,8 +22,9 @@ def test_null_tracker_gives_synthetic_ids_and_records_nothing() -> None:
     assert len(steps) == 3 and all(s.startswith("null-") for s in steps)
     step = next(iter(steps))
     tracker.log_params(step, {"a": 1})
-    tracker.log_metrics(step, [MetricRecord(key="loss", value=1.0, timestamp_ms=0)])
-    tracker.log_usage(step, Usage(wall_seconds=1.0))
+    tracker.log_step_data(
+        step, {"b": 2}, [MetricRecord(key="loss", value=1.0, timestamp_ms=0)], Usage()
+    )
     artifact = ArtifactRef(digest="sha256:0", materializer="json", type_name="dict", size_bytes=2)
     model = LoggedModel(name="m", flavor="sklearn", artifact=artifact)
     assert tracker.log_model(step, model, object()) == NO_VERSION
