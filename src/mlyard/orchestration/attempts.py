@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, SubmittedTask
@@ -118,12 +118,14 @@ class AttemptLauncher:
             return False
         _, single, lists = self._inputs(record, steps)
         now = utcnow()
-        with self.metadata.transaction() as session:
-            self.metadata.record_outputs(session, record.row.id, outputs, _grouped(single, lists))
+        with self.metadata.transaction() as connection:
+            self.metadata.record_outputs(
+                connection, record.row.id, outputs, _grouped(single, lists)
+            )
             write_through(
                 self.metadata,
                 record.row,
-                session=session,
+                connection=connection,
                 state=StepState.CACHED.value,
                 cache_key=key,
                 cached_from_run_id=source.run_id,
@@ -175,12 +177,12 @@ class AttemptLauncher:
             infrastructure_failure=False,
             tracked=False,
         )
-        with self.metadata.transaction() as session:
-            self.metadata.insert_in(session, attempt)
+        with self.metadata.transaction() as connection:
+            self.metadata.insert_in(connection, attempt)
             write_through(
                 self.metadata,
                 record.row,
-                session=session,
+                connection=connection,
                 state=StepState.QUEUED.value,
                 cache_key=record.cache_key or record.row.cache_key,
                 started_at=record.row.started_at or utcnow(),
@@ -233,18 +235,18 @@ class AttemptLauncher:
         if inputs is None:  # submitted by an earlier orchestrator process
             raw = self.artifacts.read_document(attempt.id, TASK_DOCUMENT)
             inputs = {} if raw is None else _grouped_inputs(TaskSpec.model_validate_json(raw))
-        with self.metadata.transaction() as session:
-            self.metadata.record_outputs(session, record.row.id, result.outputs, inputs)
-            self.metadata.record_metrics(session, record.row.id, result.metrics, [])
+        with self.metadata.transaction() as connection:
+            self.metadata.record_outputs(connection, record.row.id, result.outputs, inputs)
+            self.metadata.record_metrics(connection, record.row.id, result.metrics, [])
             if record.row.cache_key and record.node.cache:
                 self.metadata.remember_cache_entry(
-                    session, record.row.cache_key, record.row.id, self.run.id
+                    connection, record.row.cache_key, record.row.id, self.run.id
                 )
-            self._close_attempt(attempt, outcome, StepState.SUCCEEDED, usage, session=session)
+            self._close_attempt(attempt, outcome, StepState.SUCCEEDED, usage, connection=connection)
             write_through(
                 self.metadata,
                 record.row,
-                session=session,
+                connection=connection,
                 state=StepState.SUCCEEDED.value,
                 finished_at=now,
                 reason=None,
@@ -297,13 +299,13 @@ class AttemptLauncher:
         outcome: AttemptOutcome,
         state: StepState,
         usage: Usage,
-        session: Session | None = None,
+        connection: Connection | None = None,
     ) -> None:
         result = outcome.result
         write_through(
             self.metadata,
             attempt,
-            session=session,
+            connection=connection,
             state=state.value,
             finished_at=utcnow(),
             exit_code=outcome.status.exit_code,

@@ -7,14 +7,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.pipelines import StepNode
 from mlyard.models.runs import RunState, StepState
 from mlyard.models.tasks import ArtifactRef
-from mlyard.store.repository import AttemptRow, MetadataStore, RunRow, StepRunRow
-from mlyard.store.tables import Base
+from mlyard.store.repository import AttemptRow, MetadataStore, StepRunRow
+from mlyard.store.rows import Row
 
 _STATES = {state.value: state for state in StepState}
 _ACTIVE = (StepState.QUEUED, StepState.RUNNING)
@@ -85,33 +85,31 @@ def record_progress(
 ) -> None:
     """Persist the jobs that started running or changed why they wait, in one transaction for
     all of them (a fan-out queues dozens of steps at once)."""
-    with metadata.transaction() as session:
+    with metadata.transaction() as connection:
         for record, status in progressed:
             if status.state == JobState.PENDING:
-                write_through(metadata, record.row, session=session, reason=status.reason)
+                write_through(metadata, record.row, connection=connection, reason=status.reason)
                 continue
             attempt = record.current_attempt
             assert attempt is not None
-            write_through(metadata, attempt, session=session, state=StepState.RUNNING.value)
+            write_through(metadata, attempt, connection=connection, state=StepState.RUNNING.value)
             write_through(
-                metadata, record.row, session=session, state=StepState.RUNNING.value, reason=None
+                metadata,
+                record.row,
+                connection=connection,
+                state=StepState.RUNNING.value,
+                reason=None,
             )
             record.started_monotonic = time.monotonic()
 
 
 def write_through(
-    metadata: MetadataStore, row: Base, *, session: Session | None = None, **fields: Any
+    metadata: MetadataStore, row: Row, *, connection: Connection | None = None, **fields: Any
 ) -> None:
     """Persist ``fields`` first, then apply them to the in-memory row (persist-before-act).
 
-    With ``session``, the write joins that transaction (several changes, one commit).
+    With ``connection``, the write joins its transaction (several changes, one commit).
     """
-    metadata.update(type(row), _primary_key(row), session, **fields)
+    metadata.update(type(row), row.key, connection, **fields)
     for name, value in fields.items():
         setattr(row, name, value)
-
-
-def _primary_key(row: Base) -> str:
-    if isinstance(row, RunRow | StepRunRow | AttemptRow):
-        return row.id
-    raise TypeError(f"no primary key for {type(row).__name__}")

@@ -20,7 +20,7 @@ from mlyard.models.runs import RunState
 from mlyard.orchestration.run_state import write_through
 from mlyard.runtime.code import ensure_code_package, make_importable
 from mlyard.store.repository import MetadataStore, RunRow
-from mlyard.store.tables import ModelVersionRow
+from mlyard.store.rows import ModelVersionRow
 from mlyard.tracking.base import Tracker
 
 if TYPE_CHECKING:

@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Executable,
     Select,
     Table,
@@ -24,27 +25,24 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from mlyard.errors import NotFoundError, StoreError
 from mlyard.models.tasks import ArtifactRef, LoggedModel, MetricRecord
+from mlyard.store import tables
 from mlyard.store.database import open_database
-from mlyard.store.tables import (
+from mlyard.store.rows import (
     ArtifactRow,
     AttemptRow,
-    Base,
     CacheEntryRow,
     MetricRow,
     ModelVersionRow,
+    Row,
     RunRow,
-    StepInputRow,
-    StepOutputRow,
     StepRunRow,
 )
 
-RowT = TypeVar("RowT", bound=Base)
+RowT = TypeVar("RowT", bound=Row)
 
 
 def utcnow() -> datetime:
@@ -68,98 +66,94 @@ class MetadataStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._sessions: sessionmaker[Session] = open_database(url)
+        self._engine: Engine = open_database(url)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        session = self._sessions()
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends, rolled back on error."""
         try:
-            yield session
-            session.commit()
+            with self._engine.begin() as connection:
+                yield connection
         except SQLAlchemyError as exc:
-            session.rollback()
             raise StoreError(f"The metadata database refused a write: {exc}") from exc
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def close(self) -> None:
-        bind = self._sessions.kw.get("bind")
-        if bind is not None:
-            bind.dispose()
+        self._engine.dispose()
 
     # --- runs ----------------------------------------------------------------------------
 
-    def add(self, *rows: Base) -> None:
-        with self.transaction() as session:
-            session.add_all(rows)
+    def add(self, *rows: Row) -> None:
+        with self.transaction() as connection:
+            for row in rows:
+                self.insert_in(connection, row)
 
     def update(
-        self, row_type: type[RowT], key: str, session: Session | None = None, **fields: Any
+        self,
+        row_type: type[RowT],
+        key: str,
+        connection: Connection | None = None,
+        **fields: Any,
     ) -> None:
-        """Change an existing row, in ``session`` or in a transaction of its own."""
-        if session is None:
+        """Change an existing row, in ``connection``'s transaction or in one of its own."""
+        if connection is None:
             with self.transaction() as own:
                 self.update(row_type, key, own, **fields)
-        elif not self.update_in(session, row_type, key, **fields):
-            raise StoreError(f"{row_type.__tablename__} {key!r} vanished from the database.")
+        elif not self.update_in(connection, row_type, key, **fields):
+            raise StoreError(f"{row_type.table.name} {key!r} vanished from the database.")
 
     @staticmethod
-    def update_in(session: Session, row_type: type[RowT], key: str, **fields: Any) -> bool:
-        """One UPDATE by primary key, without loading the row first (the orchestrator holds
-        it in memory already); False when there is no such row.
-
-        A Core statement, built once per table and set of fields: the orchestrator issues
-        several per step, and the ORM's bulk-update path costs ~1 ms each."""
-        statement = _update_by_key(_table(row_type), tuple(fields))
+    def update_in(connection: Connection, row_type: type[RowT], key: str, **fields: Any) -> bool:
+        """One UPDATE by primary key, without reading the row first (the orchestrator holds
+        it in memory already); False when there is no such row. The statement is built once
+        per table and set of fields: the orchestrator issues several per step."""
+        statement = _update_by_key(row_type.table, tuple(fields))
         values = {f"new_{name}": value for name, value in fields.items()}
-        result = session.connection().execute(statement, {"row_key": key, **values})
+        result = connection.execute(statement, {"row_key": key, **values})
         return result.rowcount == 1
 
     @staticmethod
-    def insert_in(session: Session, row: Base) -> None:
-        """INSERT ``row`` (a new mapped object) as a Core statement; the object stays in the
-        caller's hands with its column defaults filled in, as a flush would have done."""
-        table = _table(type(row))
-        values = dict(sa_inspect(row).dict)
-        for column in table.columns:
-            default = column.default
-            if column.key not in values and default is not None and default.is_scalar:
-                values[column.key] = default.arg  # type: ignore[attr-defined]
-                setattr(row, column.key, default.arg)  # type: ignore[attr-defined]
-        session.connection().execute(insert(table), [values])
+    def insert_in(connection: Connection, row: Row) -> None:
+        """INSERT ``row``; a key the database assigns is set on it afterwards."""
+        values = row.values()
+        result = connection.execute(insert(row.table), values)
+        for column in row.table.primary_key.columns:
+            if column.key not in values:
+                assigned = result.inserted_primary_key
+                assert assigned is not None, "a single-row INSERT reports its key"
+                setattr(row, column.key, assigned[0])
 
     def get_run(self, run_id: str) -> RunRow:
-        with self.transaction() as session:
-            row = session.get(RunRow, run_id)
-            if row is None:
-                row = self._run_by_prefix(session, run_id)
-            return row
-
-    def _run_by_prefix(self, session: Session, prefix: str) -> RunRow:
-        matches = session.scalars(select(RunRow).where(RunRow.id.startswith(prefix)).limit(2)).all()
-        if len(matches) == 1 and len(prefix) >= 4:
-            return matches[0]
-        raise NotFoundError(f"No run with id {prefix!r}.", hint="List runs with `mlyard runs ls`.")
+        """The run with this id, or the one run whose id starts with it (4 characters or more)."""
+        runs = tables.runs
+        with self.transaction() as connection:
+            found = connection.execute(_run_by_id(), {"run_id": run_id}).mappings().first()
+            if found is not None:
+                return RunRow.from_mapping(found)
+            prefixed = select(runs).where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)
+            matches = connection.execute(prefixed).mappings().all()
+        if len(matches) == 1 and len(run_id) >= 4:
+            return RunRow.from_mapping(matches[0])
+        raise NotFoundError(f"No run with id {run_id!r}.", hint="List runs with `mlyard runs ls`.")
 
     def list_runs(self, *, limit: int = 20, pipeline: str | None = None) -> list[RunRow]:
-        with self.transaction() as session:
-            query = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
-            if pipeline:
-                query = query.where(RunRow.pipeline_name == pipeline)
-            return list(session.scalars(query))
+        runs = tables.runs
+        query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
+        if pipeline:
+            query = query.where(runs.c.pipeline_name == pipeline)
+        return self._rows(RunRow, query)
 
     def step_runs(self, run_id: str) -> list[StepRunRow]:
-        with self.transaction() as session:
-            return list(session.scalars(select(StepRunRow).where(StepRunRow.run_id == run_id)))
+        step_runs = tables.step_runs
+        return self._rows(StepRunRow, select(step_runs).where(step_runs.c.run_id == run_id))
 
     def attempts(self, step_run_ids: Iterable[str]) -> list[AttemptRow]:
-        ids = list(step_run_ids)
-        with self.transaction() as session:
-            query = select(AttemptRow).where(AttemptRow.step_run_id.in_(ids))
-            return list(session.scalars(query.order_by(AttemptRow.number)))
+        attempts = tables.attempts
+        query = select(attempts).where(attempts.c.step_run_id.in_(list(step_run_ids)))
+        return self._rows(AttemptRow, query.order_by(attempts.c.number))
+
+    def _rows(self, row_type: type[RowT], query: Select[Any]) -> list[RowT]:
+        with self.transaction() as connection:
+            return [row_type.from_mapping(found) for found in connection.execute(query).mappings()]
 
     # --- artifacts, lineage, cache ------------------------------------------------------
 
@@ -167,26 +161,29 @@ class MetadataStore:
         """Outputs by step run id and output name."""
         ids = list(step_run_ids)
         result: dict[str, dict[str, ArtifactRef]] = {i: {} for i in ids}
-        with self.transaction() as session:
-            rows = session.execute(
-                select(StepOutputRow, ArtifactRow)
-                .join(ArtifactRow, ArtifactRow.digest == StepOutputRow.digest)
-                .where(StepOutputRow.step_run_id.in_(ids))
-            )
-            for output, artifact in rows:
-                result[output.step_run_id][output.name] = _artifact_ref(artifact)
+        produced, artifacts = tables.step_outputs, tables.artifacts
+        query = (
+            select(produced.c.step_run_id, produced.c.name, artifacts)
+            .join(artifacts, artifacts.c.digest == produced.c.digest)
+            .where(produced.c.step_run_id.in_(ids))
+        )
+        with self.transaction() as connection:
+            for found in connection.execute(query).mappings():
+                artifact = ArtifactRow.from_mapping(
+                    {column.key: found[column] for column in artifacts.columns}
+                )
+                result[found["step_run_id"]][found["name"]] = _artifact_ref(artifact)
         return result
 
     def record_outputs(
         self,
-        session: Session,
+        connection: Connection,
         step_run_id: str,
         outputs: Mapping[str, ArtifactRef],
         inputs: Mapping[str, Sequence[ArtifactRef]],
     ) -> None:
         """Lineage rows for one step run, inside the caller's transaction (Core statements:
         one insert per table). Recording the same step run again keeps its first lineage."""
-        connection = session.connection()
         every = [*outputs.values(), *(ref for refs in inputs.values() for ref in refs)]
         now = utcnow()
         artifacts = {
@@ -202,7 +199,7 @@ class MetadataStore:
         }
         if artifacts:
             # Another run may store the same content at the same moment: both keep one row.
-            _insert_missing(connection, _table(ArtifactRow), list(artifacts.values()))
+            _insert_missing(connection, tables.artifacts, list(artifacts.values()))
         produced = [
             {"step_run_id": step_run_id, "name": name, "digest": ref.digest}
             for name, ref in outputs.items()
@@ -212,7 +209,7 @@ class MetadataStore:
             for name, refs_of_input in inputs.items()
             for position, ref in enumerate(refs_of_input)
         ]
-        for table, rows in ((_table(StepOutputRow), produced), (_table(StepInputRow), consumed)):
+        for table, rows in ((tables.step_outputs, produced), (tables.step_inputs, consumed)):
             if not rows:
                 continue
             statement = _insert_or_skip(connection.dialect.name, table)
@@ -222,76 +219,73 @@ class MetadataStore:
             connection.execute(statement, rows)
 
     def remember_cache_entry(
-        self, session: Session, cache_key: str, step_run_id: str, run_id: str
+        self, connection: Connection, cache_key: str, step_run_id: str, run_id: str
     ) -> None:
         """Point ``cache_key`` at this step run (the newest result wins)."""
         fields = {"step_run_id": step_run_id, "run_id": run_id}
         row = {"cache_key": cache_key, "created_at": utcnow(), **fields}
-        connection = session.connection()
         upsert = _upsert_cache_entry(connection.dialect.name)
         if upsert is not None:  # one statement, also when a concurrent run inserts the key
             connection.execute(upsert, row)
-        elif not self.update_in(session, CacheEntryRow, cache_key, **fields):
+        elif not self.update_in(connection, CacheEntryRow, cache_key, **fields):
             # A concurrent run may have just cached the same key: its entry is as good.
-            _insert_missing(connection, _table(CacheEntryRow), [row])
+            _insert_missing(connection, tables.cache_entries, [row])
 
     def record_metrics(
         self,
-        session: Session,
+        connection: Connection,
         step_run_id: str,
         metrics: Sequence[MetricRecord],
         models: Sequence[LoggedModel],
     ) -> None:
-        session.add_all(
+        """The step's metrics and logged models, inside the caller's transaction."""
+        metric_rows = [
             MetricRow(
                 step_run_id=step_run_id,
                 key=m.key,
                 value=m.value,
                 step=m.step,
                 timestamp_ms=m.timestamp_ms,
-            )
+            ).values()
             for m in metrics
-        )
-        session.add_all(
+        ]
+        model_rows = [
             ModelVersionRow(
                 step_run_id=step_run_id,
                 name=m.name,
                 flavor=m.flavor,
                 digest=m.artifact.digest,
                 version=m.registered_version,
-            )
+            ).values()
             for m in models
-        )
+        ]
+        for table, rows in ((tables.metrics, metric_rows), (tables.model_versions, model_rows)):
+            if rows:
+                connection.execute(insert(table), rows)
 
     def lookup_cache(self, cache_key: str) -> tuple[StepRunRow, dict[str, ArtifactRef]] | None:
         """The step run a cache key points at and its outputs, if it still exists."""
-        with self.transaction() as session:
-            # A Core SELECT first: most lookups miss, and the ORM query costs ~1 ms per step.
-            step_run_id = session.connection().scalar(_cache_entry_lookup(), {"key": cache_key})
-            source = None if step_run_id is None else session.get(StepRunRow, step_run_id)
-            if source is None:
-                return None
+        with self.transaction() as connection:
+            found = connection.execute(_cache_entry_lookup(), {"key": cache_key}).mappings().first()
+        if found is None:
+            return None
+        source = StepRunRow.from_mapping(found)
         return source, self.outputs([source.id])[source.id]
 
     def forget_cache_entry(self, cache_key: str) -> None:
-        with self.transaction() as session:
-            session.execute(delete(CacheEntryRow).where(CacheEntryRow.cache_key == cache_key))
+        entries = tables.cache_entries
+        with self.transaction() as connection:
+            connection.execute(delete(entries).where(entries.c.cache_key == cache_key))
 
     def metrics(self, step_run_ids: Iterable[str]) -> list[MetricRow]:
-        ids = list(step_run_ids)
-        with self.transaction() as session:
-            query = select(MetricRow).where(MetricRow.step_run_id.in_(ids))
-            return list(session.scalars(query.order_by(MetricRow.id)))
+        metrics = tables.metrics
+        query = select(metrics).where(metrics.c.step_run_id.in_(list(step_run_ids)))
+        return self._rows(MetricRow, query.order_by(metrics.c.id))
 
     def model_versions(self, step_run_ids: Iterable[str]) -> list[ModelVersionRow]:
-        ids = list(step_run_ids)
-        with self.transaction() as session:
-            query = select(ModelVersionRow).where(ModelVersionRow.step_run_id.in_(ids))
-            return list(session.scalars(query))
-
-
-def _table(row_type: type[Base]) -> Table:
-    return cast(Table, row_type.__table__)
+        versions = tables.model_versions
+        query = select(versions).where(versions.c.step_run_id.in_(list(step_run_ids)))
+        return self._rows(ModelVersionRow, query.order_by(versions.c.id))
 
 
 def _insert_missing(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -338,7 +332,7 @@ def _upsert_cache_entry(dialect: str) -> Executable | None:
     dialect_insert = _dialect_insert(dialect)
     if dialect_insert is None:
         return None
-    statement = dialect_insert(_table(CacheEntryRow))
+    statement = dialect_insert(tables.cache_entries)
     upsert: Executable = statement.on_conflict_do_update(
         index_elements=["cache_key"],
         set_={"step_run_id": statement.excluded.step_run_id, "run_id": statement.excluded.run_id},
@@ -347,8 +341,19 @@ def _upsert_cache_entry(dialect: str) -> Executable | None:
 
 
 @cache
-def _cache_entry_lookup() -> Select[str]:
-    return select(CacheEntryRow.step_run_id).where(CacheEntryRow.cache_key == bindparam("key"))
+def _cache_entry_lookup() -> Select[Any]:
+    """The step run a cache key points at: one SELECT (most lookups miss)."""
+    entries, step_runs = tables.cache_entries, tables.step_runs
+    return (
+        select(step_runs)
+        .join(entries, entries.c.step_run_id == step_runs.c.id)
+        .where(entries.c.cache_key == bindparam("key"))
+    )
+
+
+@cache
+def _run_by_id() -> Select[Any]:
+    return select(tables.runs).where(tables.runs.c.id == bindparam("run_id"))
 
 
 @cache

@@ -1,165 +1,184 @@
-"""The metadata schema (SQLAlchemy 2 declarative). Changes go through an Alembic migration."""
+"""The metadata schema as SQLAlchemy Core tables. Changes go through an Alembic migration.
+
+Core rather than the ORM: every ``mlyard`` command opens this store, and importing and
+configuring the ORM cost ~70 ms of each command's start-up for no feature mlyard uses
+(the orchestrator keeps its rows in memory and writes single-row updates).
+"""
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
+    Table,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+metadata = MetaData()
 
 
-class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+def _when(name: str, *, index: bool = False) -> Column[object]:
+    """A moment in time; mlyard writes UTC (SQLite gives it back naive)."""
+    return Column(name, DateTime(timezone=True), nullable=True, index=index)
 
 
-class RunRow(Base):
-    __tablename__ = "runs"
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("pipeline_name", String(200), nullable=False, index=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("params", JSON, nullable=False),
+    Column("graph", JSON, nullable=False),
+    Column("code_digest", String(80), nullable=False),
+    Column("code_module", String(200), nullable=False),
+    Column("project_dir", Text, nullable=False),
+    Column("backend", String(100), nullable=False),
+    Column("use_cache", Boolean, nullable=False, default=True),
+    Column("artifacts_url", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    _when("started_at"),
+    _when("finished_at"),
+    Column("orchestrator_pid", Integer),
+    Column("orchestrator_host", String(255)),
+    _when("heartbeat_at"),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("error", Text),
+    Column("mlflow_run_id", String(64)),
+)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    pipeline_name: Mapped[str] = mapped_column(String(200), index=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    graph: Mapped[dict[str, Any]] = mapped_column(JSON)
-    code_digest: Mapped[str] = mapped_column(String(80))
-    code_module: Mapped[str] = mapped_column(String(200))
-    project_dir: Mapped[str] = mapped_column(Text)
-    backend: Mapped[str] = mapped_column(String(100))
-    use_cache: Mapped[bool] = mapped_column(Boolean, default=True)
-    artifacts_url: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    orchestrator_pid: Mapped[int | None] = mapped_column(Integer)
-    orchestrator_host: Mapped[str | None] = mapped_column(String(255))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    error: Mapped[str | None] = mapped_column(Text)
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("cache_key", String(80)),
+    Column("cached_from_run_id", String(32)),
+    Column("cached_from_step_run_id", String(40)),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("infrastructure_failures", Integer, nullable=False, default=0),
+    _when("next_attempt_at"),
+    _when("started_at"),
+    _when("finished_at"),
+    Column("reason", Text),
+    Column("error", Text),
+    Column("usage", JSON),
+    Column("mlflow_run_id", String(64)),
+    Index("ix_step_runs_run_name", "run_id", "name", unique=True),
+)
 
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(48), primary_key=True),
+    Column(
+        "step_run_id",
+        String(40),
+        ForeignKey("step_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("number", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("handle", JSON),
+    _when("submitted_at"),
+    _when("finished_at"),
+    Column("exit_code", Integer),
+    Column("reason", Text),
+    Column("infrastructure_failure", Boolean, nullable=False, default=False),
+    Column("usage", JSON),
+    Column("submit_script", Text),
+    Column("error", JSON),
+    Column("tracked", Boolean, nullable=False, default=False),
+)
 
-class StepRunRow(Base):
-    __tablename__ = "step_runs"
-    __table_args__ = (Index("ix_step_runs_run_name", "run_id", "name", unique=True),)
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("digest", String(80), primary_key=True),
+    Column("materializer", String(40), nullable=False),
+    Column("type_name", String(300), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(16))
-    cache_key: Mapped[str | None] = mapped_column(String(80))
-    cached_from_run_id: Mapped[str | None] = mapped_column(String(32))
-    cached_from_step_run_id: Mapped[str | None] = mapped_column(String(40))
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    infrastructure_failures: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    reason: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
-    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+#: Lineage: which step run produced (or, for cached steps, reused) which artifact.
+step_outputs = Table(
+    "step_outputs",
+    metadata,
+    Column(
+        "step_run_id", String(40), ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("name", String(100), primary_key=True),
+    Column("digest", String(80), ForeignKey("artifacts.digest"), nullable=False, index=True),
+)
 
+#: Lineage: which step runs consumed which artifact.
+step_inputs = Table(
+    "step_inputs",
+    metadata,
+    Column(
+        "step_run_id", String(40), ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("name", String(100), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("digest", String(80), ForeignKey("artifacts.digest"), nullable=False, index=True),
+)
 
-class AttemptRow(Base):
-    __tablename__ = "attempts"
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("cache_key", String(80), primary_key=True),
+    Column(
+        "step_run_id", String(40), ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("run_id", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    step_run_id: Mapped[str] = mapped_column(
-        ForeignKey("step_runs.id", ondelete="CASCADE"), index=True
-    )
-    number: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16))
-    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    exit_code: Mapped[int | None] = mapped_column(Integer)
-    reason: Mapped[str | None] = mapped_column(Text)
-    infrastructure_failure: Mapped[bool] = mapped_column(Boolean, default=False)
-    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    submit_script: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    tracked: Mapped[bool] = mapped_column(Boolean, default=False)
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "step_run_id",
+        String(40),
+        ForeignKey("step_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("key", String(250), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("step", Integer, nullable=False, default=0),
+    Column("timestamp_ms", BigInteger, nullable=False),
+)
 
-
-class ArtifactRow(Base):
-    __tablename__ = "artifacts"
-
-    digest: Mapped[str] = mapped_column(String(80), primary_key=True)
-    materializer: Mapped[str] = mapped_column(String(40))
-    type_name: Mapped[str] = mapped_column(String(300))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class StepOutputRow(Base):
-    """Lineage: which step run produced (or, for cached steps, reused) which artifact."""
-
-    __tablename__ = "step_outputs"
-
-    step_run_id: Mapped[str] = mapped_column(
-        ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    digest: Mapped[str] = mapped_column(ForeignKey("artifacts.digest"), index=True)
-
-
-class StepInputRow(Base):
-    """Lineage: which step runs consumed which artifact."""
-
-    __tablename__ = "step_inputs"
-
-    step_run_id: Mapped[str] = mapped_column(
-        ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    digest: Mapped[str] = mapped_column(ForeignKey("artifacts.digest"), index=True)
-
-
-class CacheEntryRow(Base):
-    __tablename__ = "cache_entries"
-
-    cache_key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    step_run_id: Mapped[str] = mapped_column(ForeignKey("step_runs.id", ondelete="CASCADE"))
-    run_id: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class MetricRow(Base):
-    __tablename__ = "metrics"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    step_run_id: Mapped[str] = mapped_column(
-        ForeignKey("step_runs.id", ondelete="CASCADE"), index=True
-    )
-    key: Mapped[str] = mapped_column(String(250))
-    value: Mapped[float] = mapped_column(Float)
-    step: Mapped[int] = mapped_column(Integer, default=0)
-    timestamp_ms: Mapped[int] = mapped_column(BigInteger)
-
-
-class ModelVersionRow(Base):
-    """Models a step logged and the registry version they became."""
-
-    __tablename__ = "model_versions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    step_run_id: Mapped[str] = mapped_column(
-        ForeignKey("step_runs.id", ondelete="CASCADE"), index=True
-    )
-    name: Mapped[str] = mapped_column(String(250))
-    flavor: Mapped[str] = mapped_column(String(40))
-    digest: Mapped[str] = mapped_column(String(80))
-    version: Mapped[str | None] = mapped_column(String(40))
+#: Models a step logged and the registry version they became.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "step_run_id",
+        String(40),
+        ForeignKey("step_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("name", String(250), nullable=False),
+    Column("flavor", String(40), nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("version", String(40)),
+)

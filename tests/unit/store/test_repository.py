@@ -10,7 +10,7 @@ from mlyard.errors import NotFoundError, StoreError
 from mlyard.models.tasks import ArtifactRef, MetricRecord
 from mlyard.store.database import HEAD_REVISION, create_database_engine
 from mlyard.store.repository import MetadataStore, RunRow, StepRunRow, utcnow
-from mlyard.store.tables import CacheEntryRow
+from mlyard.store.rows import CacheEntryRow
 
 
 def _run(store: MetadataStore, run_id: str = "abcdef123456") -> None:
@@ -62,18 +62,19 @@ def test_lineage_metrics_and_cache(tmp_path: Path) -> None:
     ref = ArtifactRef(
         digest="sha256:" + "1" * 64, materializer="json", type_name="int", size_bytes=1
     )
-    with store.transaction() as session:
-        store.record_outputs(session, "abcdef123456.1", {"output": ref}, {})
+    with store.transaction() as connection:
+        store.record_outputs(connection, "abcdef123456.1", {"output": ref}, {})
         store.record_metrics(
-            session, "abcdef123456.1", [MetricRecord(key="acc", value=0.9, timestamp_ms=1)], []
+            connection, "abcdef123456.1", [MetricRecord(key="acc", value=0.9, timestamp_ms=1)], []
         )
-        session.add(
+        store.insert_in(
+            connection,
             CacheEntryRow(
                 cache_key="k",
                 step_run_id="abcdef123456.1",
                 run_id="abcdef123456",
                 created_at=utcnow(),
-            )
+            ),
         )
     assert store.outputs(["abcdef123456.1"]) == {"abcdef123456.1": {"output": ref}}
     assert [m.value for m in store.metrics(["abcdef123456.1"])] == [0.9]
@@ -91,10 +92,10 @@ def test_the_same_content_and_cache_key_recorded_twice_keep_one_row(tmp_path: Pa
         digest="sha256:" + "2" * 64, materializer="json", type_name="int", size_bytes=1
     )
     for step_run in ("aaaaaa111111.1", "bbbbbb222222.1", "bbbbbb222222.1"):
-        with store.transaction() as session:
+        with store.transaction() as connection:
             # The same digest as an output and an input of one step, and of two runs' steps.
-            store.record_outputs(session, step_run, {"output": shared}, {"value": [shared]})
-            store.remember_cache_entry(session, "key", step_run, step_run.split(".")[0])
+            store.record_outputs(connection, step_run, {"output": shared}, {"value": [shared]})
+            store.remember_cache_entry(connection, "key", step_run, step_run.split(".")[0])
     assert store.outputs(["aaaaaa111111.1", "bbbbbb222222.1"]) == {
         "aaaaaa111111.1": {"output": shared},
         "bbbbbb222222.1": {"output": shared},
