@@ -1,7 +1,11 @@
 """Per-step orchestration overhead: mlyard, Metaflow and Prefect on the same trivial flows.
 
 Each repetition runs every contender once on every flow, interleaved, so load from other work on
-the machine falls on all of them alike. A step does an integer addition (microseconds), so the
+the machine falls on all of them alike. Every timed run follows an untimed warm-up run of the same
+tool (a chain of 3) in its own directory, so each starts from a warm file cache, as after a
+user's previous run: this machine pages out file cache left idle for ~30 s, and the other tools'
+runs in between take longer than that (a 50-step mlyard fan-out measured 0.93-1.03 s after 45 s
+idle, 0.81-0.83 s right after another run). A step does an integer addition (microseconds), so the
 work is taken as zero and per-step overhead = wall time of the whole run / number of steps. The
 run includes the interpreter start and each tool's set-up (metadata DB, API server); the slope
 between a 10- and a 50-step chain gives the marginal cost of one more step without it.
@@ -136,10 +140,6 @@ def measure_overhead(peers_python: Path, *, n: int, repetitions: int) -> list[Fl
         def fresh_workdir() -> Path:
             return Path(tempfile.mkdtemp(prefix="run-", dir=root))
 
-        # One untimed run each first: byte-compiled modules and a warm file cache for every tool.
-        for contender in contenders(peers_python):
-            contender.run("chain", WARM_UP_STEPS, fresh_workdir())
-            print(f"  warmed up {contender.label}", flush=True)
         _measure(peers_python, shapes, repetitions, results, fresh_workdir)
     return list(results.values())
 
@@ -161,6 +161,7 @@ def _measure(
                         contender.label, contender.tool, flow, size, contender.steps(flow, size)
                     ),
                 )
+                contender.run("chain", WARM_UP_STEPS, fresh_workdir())
                 sample = contender.run(flow, size, fresh_workdir())
                 result.walls.append(sample.wall_seconds)
                 per_step_ms = 1000 * sample.wall_seconds / result.steps

@@ -204,7 +204,10 @@ def build_section(
         f"metadata), Prefect {versions.get('prefect', '?')} (default thread-pool task runner, "
         "ephemeral API server on SQLite), in `benchmarks/.venv-peers`; every run of every tool "
         "starts in a fresh temporary home (metadata DB, datastore), timed from process start to "
-        'exit; steps add two integers, so the work is taken as zero. "Existing home": mlyard '
+        "exit; steps add two integers, so the work is taken as zero. Each timed run follows an "
+        "untimed 3-step run of the same tool, so every tool starts from a warm file cache (this "
+        "machine pages out file cache idle for ~30 s; the tools' runs are interleaved). "
+        '"Existing home": mlyard '
         "in a home whose metadata DB and MLflow store an earlier run created (timed with "
         "`--no-cache`), as in daily use; the peers are measured with a fresh home only.",
         "",
