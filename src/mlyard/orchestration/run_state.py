@@ -110,6 +110,6 @@ def write_through(
 
     With ``connection``, the write joins its transaction (several changes, one commit).
     """
-    metadata.update(type(row), row.key, connection, **fields)
+    metadata.update(type(row), row.primary_key, connection, **fields)
     for name, value in fields.items():
         setattr(row, name, value)

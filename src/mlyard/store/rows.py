@@ -33,7 +33,7 @@ class Row:
         return values
 
     @property
-    def key(self) -> Any:
+    def primary_key(self) -> Any:
         """The primary key (single-column tables only)."""
         (column,) = self.table.primary_key.columns
         return getattr(self, column.key)

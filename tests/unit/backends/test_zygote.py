@@ -116,3 +116,46 @@ def test_a_request_still_runs_when_the_waiting_child_died(
     (started,) = [m for m in messages if m.get("job") == "after"]
     assert started["pid"] != spare.pid
     assert {"pid": started["pid"], "exit": 2} in messages
+
+
+def test_libraries_preloaded_on_request_are_imported_before_the_next_fork(
+    tmp_path: Path,
+) -> None:
+    import psutil
+
+    (tmp_path / "probe_library.py").write_text(
+        "import os, pathlib\n"
+        "pathlib.Path(__file__).with_name('imported-by').write_text(str(os.getpid()))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlyard.backends.local.zygote"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=environment,
+    )
+    try:
+        lines = _Lines(process)
+        assert lines.next(30.0) == {"ready": True}
+        deadline = time.monotonic() + 10
+        while not (waiting := psutil.Process(process.pid).children()):
+            assert time.monotonic() < deadline, "no child was forked ahead"
+            time.sleep(0.01)
+        (spare_without,) = waiting
+        assert process.stdin is not None
+        # A library that fails to import is the step's business: the server carries on.
+        request = {"preload": ["probe_library", "no_such_library_anywhere"]}
+        process.stdin.write((json.dumps(request) + "\n").encode())
+        process.stdin.flush()
+        _request(process, "after", tmp_path / "missing-task.json", tmp_path)
+        messages = lines.until_exits(2, quiet=0.5)
+        assert (tmp_path / "imported-by").read_text() == str(process.pid)
+        (started,) = [m for m in messages if m.get("job") == "after"]
+        # The child forked before the import was let go; the step got one forked after it.
+        assert started["pid"] != spare_without.pid
+        assert {"pid": spare_without.pid, "exit": 0} in messages
+        assert {"pid": started["pid"], "exit": 2} in messages
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(timeout=10)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,18 @@ ROW_TYPES: list[type[Row]] = [
 @pytest.mark.parametrize("row_type", ROW_TYPES, ids=lambda row_type: row_type.__name__)
 def test_a_row_has_exactly_its_tables_columns(row_type: type[Row]) -> None:
     assert [field.name for field in fields(row_type)] == [c.key for c in row_type.table.columns]
+
+
+@pytest.mark.parametrize("row_type", ROW_TYPES, ids=lambda row_type: row_type.__name__)
+def test_a_rows_defaults_are_its_columns_defaults(row_type: type[Row]) -> None:
+    for field in fields(row_type):
+        column = row_type.table.c[field.name]
+        if column.default is not None:  # the table's default, for writers other than mlyard
+            assert field.default == column.default.arg, field.name  # type: ignore[attr-defined]
+        elif field.default is not MISSING:
+            assigned_by_database = column.primary_key and column.autoincrement is True
+            assert field.default is None, field.name
+            assert column.nullable or assigned_by_database, field.name
 
 
 def test_every_table_has_a_row_type() -> None:

@@ -22,6 +22,7 @@ from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
 from mlyard.backends.local import fork_server
 from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
 from mlyard.backends.local.jobs import JobFiles, LocalJob
+from mlyard.backends.local.preloads import libraries_to_preload
 from mlyard.backends.local.processes import (
     StepProcess,
     find_process,
@@ -91,6 +92,7 @@ class LocalBackend(Backend):
         if self._use_fork_server and self._fork_server is None:
             # Once per run: the one warm_up started, or a new one now.
             self._fork_server = fork_server.take(_fork_server_preload(self.store.is_local))
+            self._fork_server.import_libraries(libraries_to_preload(task.spec.code.module))
         self._queued[job_id] = job
         self._start_queued()  # a job that starts now is recorded as "starting" before it does
         if job_id in self._queued:

@@ -89,6 +89,16 @@ class ForkServer:
             self._process.stdin.write((json.dumps(request) + "\n").encode())
             self._process.stdin.flush()
 
+    def import_libraries(self, modules: Sequence[str]) -> None:
+        """Have the server import ``modules`` before its next fork: the libraries the run's
+        pipeline module uses, so that each step process starts with them loaded."""
+        if not modules:
+            return
+        assert self._process.stdin is not None
+        with self._lock:
+            self._process.stdin.write((json.dumps({"preload": list(modules)}) + "\n").encode())
+            self._process.stdin.flush()
+
     def pid_of(self, job_id: str, timeout: float = 0.0) -> int | None:
         """The pid of the process forked for ``job_id``, waiting up to ``timeout`` seconds for
         it; None when it is not known by then or the server ended before forking it."""

@@ -6,8 +6,10 @@ trivial step costs milliseconds. It stays single-threaded (forking is safe) and 
 CUDA libraries (a child may initialise CUDA after the fork; the parent must not have).
 
 Protocol, JSON lines: on stdin ``{"job": id, "task": uri, "endpoint_url": url or null,
-"env": {...}, "log": path, "cwd": dir}``; on stdout ``{"job": id, "pid": n}`` once a child has
-the job and ``{"pid": n, "exit": code}`` when a child ends (negative: killed by that signal). EOF
+"env": {...}, "log": path, "cwd": dir}``, or ``{"preload": [module, ...]}`` to import the
+libraries the run's pipeline module uses before the next fork; on stdout ``{"job": id, "pid":
+n}`` once a child has the job and ``{"pid": n, "exit": code}`` when a child ends (negative:
+killed by that signal). EOF
 on stdin ends the server; its children live on (each in its own session) for a restarted
 orchestrator to re-attach.
 
@@ -36,20 +38,23 @@ PRELOADED = (
     "mlyard.runtime.usage",
     "mlyard.artifacts.materializers",
     "mlyard.artifacts.store",
-    "numpy",
 )
 
 
-def _preload(extra: list[str]) -> None:
+def _preload(names: list[str]) -> None:
+    """Import ``names`` for good, shared with every child forked afterwards."""
     import importlib
 
-    for name in (*PRELOADED, *extra):
-        # Optional pieces may be missing: the child imports what it needs.
-        with contextlib.suppress(ImportError):
+    gc.disable()  # they live for good: no collection while importing them
+    for name in names:
+        # Optional or broken pieces: the child imports what it needs and meets the error.
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
     from mlyard.runtime.__main__ import prepare_for_fork
 
     prepare_for_fork()
+    gc.freeze()  # children share these objects without the collector touching them
+    gc.enable()
 
 
 def _spare(out: Any, server_fds: tuple[int, ...], ended: int) -> tuple[int, int]:
@@ -194,10 +199,7 @@ def _reap(out: Any, ended_read: int, reported: set[int]) -> None:
 
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's business
-    gc.disable()  # the preloaded modules live for good: no collection while importing them
-    _preload(sys.argv[1:])
-    gc.freeze()  # children share the preloaded objects without the collector touching them
-    gc.enable()
+    _preload([*PRELOADED, *sys.argv[1:]])
     out = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the protocol
     # A child's end wakes the loop at once through this pipe (no polling delay per step).
@@ -232,7 +234,14 @@ def serve() -> None:
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            job = json.loads(line)["job"]
+            request = json.loads(line)
+            if "preload" in request:
+                _preload(request["preload"])
+                if spare is not None:  # forked before these imports: let it go, fork anew
+                    os.close(spare[1])
+                    spare = None
+                continue
+            job = request["job"]
             while True:
                 taken = spare or _spare(out, server_fds, ended_write)
                 spare = None
