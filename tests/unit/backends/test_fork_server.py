@@ -60,3 +60,15 @@ def test_warming_up_a_local_backend_prestarts_unless_the_profile_says_no(tmp_pat
     assert fork_server._prestarted is None
     warm_up_backend("plain", settings)
     assert fork_server._prestarted is not None
+
+
+def test_preloading_into_a_server_that_died_is_no_error() -> None:
+    server = fork_server.ForkServer()
+    try:
+        assert server.wait_ready()
+        server._process.kill()
+        server._process.wait(timeout=10)
+        server.import_libraries(["json"])  # the pipe is broken: nothing to do, no exception
+        assert not server.wait_ready(timeout=0.1)  # steps then start as plain processes
+    finally:
+        server.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -95,9 +96,13 @@ class ForkServer:
         if not modules:
             return
         assert self._process.stdin is not None
-        with self._lock:
-            self._process.stdin.write((json.dumps({"preload": list(modules)}) + "\n").encode())
-            self._process.stdin.flush()
+        try:
+            with self._lock:
+                request = json.dumps({"preload": list(modules)}) + "\n"
+                self._process.stdin.write(request.encode())
+                self._process.stdin.flush()
+        except OSError as error:  # it died: steps start as plain processes (``wait_ready``)
+            logger.debug("the fork server is gone, nothing to preload: %s", error)
 
     def pid_of(self, job_id: str, timeout: float = 0.0) -> int | None:
         """The pid of the process forked for ``job_id``, waiting up to ``timeout`` seconds for
@@ -124,7 +129,9 @@ class ForkServer:
     def close(self) -> None:
         """End the server; step processes it forked keep running."""
         if self._process.stdin is not None and not self._process.stdin.closed:
-            self._process.stdin.close()
+            # A server that died leaves unsent requests behind: closing cannot flush them.
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
