@@ -31,6 +31,23 @@ def _when(name: str, *, index: bool = False) -> Column[object]:
     return Column(name, DateTime(timezone=True), nullable=True, index=index)
 
 
+def _step_run_id(*, primary_key: bool = False, index: bool = False) -> Column[str]:
+    """The step run a row belongs to; the row goes when the step run does."""
+    return Column(
+        "step_run_id",
+        String(40),
+        ForeignKey("step_runs.id", ondelete="CASCADE"),
+        primary_key=primary_key,
+        nullable=False,
+        index=index,
+    )
+
+
+def _artifact_digest() -> Column[str]:
+    """The stored artifact a lineage row points at."""
+    return Column("digest", String(80), ForeignKey("artifacts.digest"), nullable=False, index=True)
+
+
 runs = Table(
     "runs",
     metadata,
@@ -82,13 +99,7 @@ attempts = Table(
     "attempts",
     metadata,
     Column("id", String(48), primary_key=True),
-    Column(
-        "step_run_id",
-        String(40),
-        ForeignKey("step_runs.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    _step_run_id(index=True),
     Column("number", Integer, nullable=False),
     Column("state", String(16), nullable=False),
     Column("handle", JSON),
@@ -118,32 +129,26 @@ artifacts = Table(
 step_outputs = Table(
     "step_outputs",
     metadata,
-    Column(
-        "step_run_id", String(40), ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True
-    ),
+    _step_run_id(primary_key=True),
     Column("name", String(100), primary_key=True),
-    Column("digest", String(80), ForeignKey("artifacts.digest"), nullable=False, index=True),
+    _artifact_digest(),
 )
 
 #: Lineage: which step runs consumed which artifact.
 step_inputs = Table(
     "step_inputs",
     metadata,
-    Column(
-        "step_run_id", String(40), ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True
-    ),
+    _step_run_id(primary_key=True),
     Column("name", String(100), primary_key=True),
     Column("position", Integer, primary_key=True),
-    Column("digest", String(80), ForeignKey("artifacts.digest"), nullable=False, index=True),
+    _artifact_digest(),
 )
 
 cache_entries = Table(
     "cache_entries",
     metadata,
     Column("cache_key", String(80), primary_key=True),
-    Column(
-        "step_run_id", String(40), ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False
-    ),
+    _step_run_id(),
     Column("run_id", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
@@ -152,13 +157,7 @@ metrics = Table(
     "metrics",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column(
-        "step_run_id",
-        String(40),
-        ForeignKey("step_runs.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    _step_run_id(index=True),
     Column("key", String(250), nullable=False),
     Column("value", Float, nullable=False),
     Column("step", Integer, nullable=False, default=0),
@@ -170,13 +169,7 @@ model_versions = Table(
     "model_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column(
-        "step_run_id",
-        String(40),
-        ForeignKey("step_runs.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    _step_run_id(index=True),
     Column("name", String(250), nullable=False),
     Column("flavor", String(40), nullable=False),
     Column("digest", String(80), nullable=False),
