@@ -92,7 +92,7 @@ class LocalBackend(Backend):
         if self._use_fork_server and self._fork_server is None:
             # Once per run: the one warm_up started, or a new one now.
             self._fork_server = fork_server.take(_fork_server_preload(self.store.is_local))
-            self._fork_server.import_libraries(libraries_to_preload(task.spec.code.module))
+            self._fork_server.import_libraries(libraries_to_preload(self.store, task.spec.code))
         self._queued[job_id] = job
         self._start_queued()  # a job that starts now is recorded as "starting" before it does
         if job_id in self._queued:

@@ -8,24 +8,31 @@ pipeline that uses neither does not pay for them in the server's start-up and in
 from __future__ import annotations
 
 import ast
-import sys
+import logging
 from pathlib import Path
+
+from mlyard.artifacts.store import ArtifactStore
+from mlyard.models.tasks import CodePackage
+from mlyard.runtime.code import ensure_code_package
+
+logger = logging.getLogger(__name__)
 
 #: Libraries known to start no threads and touch no GPU at import, so that the server can
 #: fork after importing them. (PyTorch is left out: the server must not load CUDA libraries.)
 FORK_SAFE_LIBRARIES = frozenset({"numpy", "pandas", "scipy", "sklearn", "joblib"})
 
 
-def libraries_to_preload(module_name: str) -> tuple[str, ...]:
-    """The fork-safe libraries the file of module ``module_name`` imports anywhere (steps
-    often import inside their body); none when the module is not loaded in this process (a
-    resumed run does not import the pipeline) or its source cannot be read."""
-    source_path = getattr(sys.modules.get(module_name), "__file__", None)
-    if source_path is None:
-        return ()
+def libraries_to_preload(store: ArtifactStore, code: CodePackage) -> tuple[str, ...]:
+    """The fork-safe libraries the run's pipeline file imports anywhere (steps often import
+    inside their body), read from the run's code package: the same for a new and a resumed
+    run. The package is extracted where its steps will find it; none when it cannot be read
+    (each step then meets the problem itself and reports it)."""
     try:
-        tree = ast.parse(Path(source_path).read_bytes())
-    except (OSError, SyntaxError, ValueError):
+        code_dir = ensure_code_package(store, code.digest)
+        source = (code_dir / Path(*code.module.split("."))).with_suffix(".py").read_bytes()
+        tree = ast.parse(source)
+    except Exception as error:  # a step reports it; preloading is only an optimisation
+        logger.debug("no libraries to preload from %s: %s", code.module, error)
         return ()
     imported: set[str] = set()
     for node in ast.walk(tree):
