@@ -155,6 +155,12 @@ def test_libraries_preloaded_on_request_are_imported_before_the_next_fork(
         assert started["pid"] != spare_without.pid
         assert {"pid": spare_without.pid, "exit": 0} in messages
         assert {"pid": started["pid"], "exit": 2} in messages
+        # Asking again for what it has imported already keeps the child forked ahead.
+        spares = {child.pid for child in psutil.Process(process.pid).children()}
+        process.stdin.write((json.dumps({"preload": ["probe_library"]}) + "\n").encode())
+        process.stdin.flush()
+        assert lines.next(0.5) is None  # no child let go
+        assert {child.pid for child in psutil.Process(process.pid).children()} == spares
     finally:
         assert process.stdin is not None
         process.stdin.close()

@@ -71,7 +71,7 @@ class LocalBackend(Backend):
         """Start the fork server while the run is being prepared (it imports for ~0.2 s)."""
         if (profile.model_extra or {}).get("fork_server", True):
             is_local = ArtifactStore.is_local_url(settings.artifacts_url)
-            fork_server.prestart(_fork_server_preload(is_local))
+            fork_server.prestart(_store_libraries(is_local))
         else:
             fork_server.discard_prestarted()
 
@@ -91,8 +91,13 @@ class LocalBackend(Backend):
         )
         if self._use_fork_server and self._fork_server is None:
             # Once per run: the one warm_up started, or a new one now.
-            self._fork_server = fork_server.take(_fork_server_preload(self.store.is_local))
-            self._fork_server.import_libraries(libraries_to_preload(self.store, task.spec.code))
+            self._fork_server = fork_server.take()
+            self._fork_server.import_libraries(
+                (
+                    *_store_libraries(self.store.is_local),
+                    *libraries_to_preload(self.store, task.spec.code),
+                )
+            )
         self._queued[job_id] = job
         self._start_queued()  # a job that starts now is recorded as "starting" before it does
         if job_id in self._queued:
@@ -365,5 +370,6 @@ class LocalBackend(Backend):
         self._running[job_id] = job
 
 
-def _fork_server_preload(store_is_local: bool) -> tuple[str, ...]:
+def _store_libraries(store_is_local: bool) -> tuple[str, ...]:
+    """What step processes need to reach the artifact store, beyond mlyard's runtime."""
     return () if store_is_local else ("s3fs",)

@@ -23,11 +23,10 @@ STARTUP_TIMEOUT_SECONDS = 30.0
 class ForkServer:
     """Forks step processes from a pre-imported interpreter; thread-safe."""
 
-    def __init__(self, preload: Sequence[str] = ()) -> None:
-        """``preload``: more modules to import before forking (e.g. ``s3fs`` for an S3 store)."""
-        self.preload = tuple(preload)
+    def __init__(self) -> None:
+        """Start the server; more libraries are imported into it with ``import_libraries``."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "mlyard.backends.local.zygote", *preload],
+            [sys.executable, "-m", "mlyard.backends.local.zygote"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -91,8 +90,8 @@ class ForkServer:
             self._process.stdin.flush()
 
     def import_libraries(self, modules: Sequence[str]) -> None:
-        """Have the server import ``modules`` before its next fork: the libraries the run's
-        pipeline module uses, so that each step process starts with them loaded."""
+        """Have the server import ``modules`` before its next fork (the libraries of the run's
+        pipeline, ``s3fs`` for an S3 store), so that each step process starts with them."""
         if not modules:
             return
         assert self._process.stdin is not None
@@ -143,17 +142,15 @@ _prestarted: ForkServer | None = None
 _prestart_lock = threading.Lock()
 
 
-def prestart(preload: Sequence[str] = ()) -> None:
+def prestart(libraries: Sequence[str] = ()) -> None:
     """Start a fork server now, so that its imports overlap the run's preparation; the local
-    backend takes it at its first step. Idempotent; one started with other preloads is
-    replaced."""
+    backend takes it at its first step. Idempotent: a server started already is kept, and
+    ``libraries`` are imported into it."""
     global _prestarted
     with _prestart_lock:
-        if _prestarted is not None and _prestarted.preload != tuple(preload):
-            _prestarted.close()
-            _prestarted = None
         if _prestarted is None:
-            _prestarted = ForkServer(preload)
+            _prestarted = ForkServer()
+        _prestarted.import_libraries(libraries)
 
 
 def discard_prestarted() -> None:
@@ -166,13 +163,13 @@ def discard_prestarted() -> None:
         server.close()
 
 
-def take(preload: Sequence[str] = ()) -> ForkServer:
-    """The prestarted server when it fits ``preload`` and still runs, else a new one."""
+def take() -> ForkServer:
+    """The prestarted server when it still runs, else a new one."""
     global _prestarted
     with _prestart_lock:
         server, _prestarted = _prestarted, None
     if server is not None:
-        if server.preload == tuple(preload) and server.alive:
+        if server.alive:
             return server
         server.close()
-    return ForkServer(preload)
+    return ForkServer()

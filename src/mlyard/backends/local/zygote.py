@@ -41,10 +41,14 @@ PRELOADED = (
 )
 
 
-def _preload(names: list[str]) -> None:
-    """Import ``names`` for good, shared with every child forked afterwards."""
+def _preload(names: list[str]) -> bool:
+    """Import ``names`` for good, shared with every child forked afterwards; False when all
+    were imported already."""
     import importlib
 
+    names = [name for name in names if name not in sys.modules]
+    if not names:
+        return False
     gc.disable()  # they live for good: no collection while importing them
     for name in names:
         # Optional or broken pieces: the child imports what it needs and meets the error.
@@ -55,6 +59,7 @@ def _preload(names: list[str]) -> None:
     prepare_for_fork()
     gc.freeze()  # children share these objects without the collector touching them
     gc.enable()
+    return True
 
 
 def _spare(out: Any, server_fds: tuple[int, ...], ended: int) -> tuple[int, int]:
@@ -199,7 +204,7 @@ def _reap(out: Any, ended_read: int, reported: set[int]) -> None:
 
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's business
-    _preload([*PRELOADED, *sys.argv[1:]])
+    _preload(list(PRELOADED))
     out = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the protocol
     # A child's end wakes the loop at once through this pipe (no polling delay per step).
@@ -236,8 +241,8 @@ def serve() -> None:
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
             if "preload" in request:
-                _preload(request["preload"])
-                if spare is not None:  # forked before these imports: let it go, fork anew
+                if _preload(request["preload"]) and spare is not None:
+                    # Forked before these imports: let it go, fork anew.
                     os.close(spare[1])
                     spare = None
                 continue
