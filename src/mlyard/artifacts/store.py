@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from mlyard.settings import Settings
 
 DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+NAME_PATTERN = re.compile(f"^{_NAME}$")
+#: An object key: names joined by "/" (so never absolute, never "..", no empty part).
+KEY_PATTERN = re.compile(f"{_NAME}(?:/{_NAME})*")
 CHUNK_BYTES = 4 * 1024 * 1024
 #: Fail fast when an S3 endpoint does not answer, instead of botocore's long retries.
 S3_CONNECT_TIMEOUT_SECONDS = 3
@@ -244,12 +247,7 @@ class ArtifactStore:
     # --- named objects (event payloads stored by producers) -----------------------------
 
     def _key_path(self, key: str) -> str:
-        parts = key.split("/")
-        if (
-            key.startswith("/")
-            or any(not part or part == ".." for part in parts)
-            or not all(NAME_PATTERN.match(part) for part in parts)
-        ):
+        if not KEY_PATTERN.fullmatch(key):
             raise ArtifactError(
                 f"{key!r} is not a valid object key (relative, parts of letters, digits, ._-)."
             )

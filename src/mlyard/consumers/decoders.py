@@ -22,16 +22,27 @@ _NPY_HEADER = re.compile(
 )
 
 
+#: ``.npy`` headers seen -> (dtype, shape): events usually carry arrays of a few layouts.
+_npy_layouts: dict[bytes, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+_NPY_LAYOUTS_KEPT = 256
+
+
 def _npy(data: bytes) -> list[np.ndarray[Any, Any]]:
     # Fast path for the common header (numpy's own parser evaluates it with ast: slow for the
     # many small arrays events carry); anything else goes through np.load.
     if data[:8] == b"\x93NUMPY\x01\x00":
-        length = int.from_bytes(data[8:10], "little")
-        match = _NPY_HEADER.match(data, 10, 10 + length)
-        if match is not None:
+        end = 10 + int.from_bytes(data[8:10], "little")
+        header = data[10:end]
+        layout = _npy_layouts.get(header)
+        if layout is None and (match := _NPY_HEADER.match(header)) is not None:
             shape = tuple(int(d) for d in match.group(2).split(b",") if d.strip())
-            array = np.frombuffer(data, dtype=np.dtype(match.group(1).decode()), offset=10 + length)
-            return [array.reshape(shape)]
+            layout = (np.dtype(match.group(1).decode()), shape)
+            if len(_npy_layouts) >= _NPY_LAYOUTS_KEPT:
+                _npy_layouts.clear()
+            _npy_layouts[header] = layout
+        if layout is not None:
+            dtype, shape = layout
+            return [np.frombuffer(data, dtype=dtype, offset=end).reshape(shape)]
     return [np.load(io.BytesIO(data), allow_pickle=False)]
 
 

@@ -24,11 +24,10 @@ from mlyard.consumers.base import Delivery, Sink, Source
 from mlyard.consumers.decoders import Decoder
 from mlyard.consumers.fetch import ObjectFetcher, ObjectMissingError
 from mlyard.consumers.messages import (
-    DeadLetter,
     EventMessage,
-    EventResult,
     MalformedMessageError,
-    ObjectResult,
+    encode_dead_letter,
+    encode_result,
     parse_message,
 )
 from mlyard.consumers.model import Predict
@@ -55,11 +54,10 @@ class PermanentFailureError(Exception):
     """Retrying cannot help (missing object, undecodable content): dead-letter at once."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Work:
     delivery: Delivery
     message: EventMessage
-    raw: dict[str, Any]
     samples: list[tuple[str, np.ndarray[Any, Any]]] = field(default_factory=list)
     predictions: dict[int, Any] = field(default_factory=dict)
 
@@ -139,20 +137,20 @@ class ConsumerWorker:
         retry: list[tuple[Delivery, str, Any]] = []
         for delivery in deliveries:
             try:
-                message, raw = parse_message(delivery.payload)
-                work.append(_Work(delivery, message, raw))
+                work.append(_Work(delivery, parse_message(delivery.payload)))
             except MalformedMessageError as exc:
                 dead.append((delivery, f"malformed message: {exc}", _text(delivery.payload)))
         work, failed = self._fetch_and_decode(work)
         for item, reason, permanent in failed:
             if permanent:
-                dead.append((item.delivery, reason, item.raw))
+                dead.append((item.delivery, reason, item.message.raw))
             else:
-                retry.append((item.delivery, reason, item.raw))
+                retry.append((item.delivery, reason, item.message.raw))
         with _stage("predict"):
             work, model_failures = self._predict_isolating_failures(work)
         retry.extend(
-            (item.delivery, f"model failed: {error}", item.raw) for item, error in model_failures
+            (item.delivery, f"model failed: {error}", item.message.raw)
+            for item, error in model_failures
         )
         dead.extend(entry for entry in retry if entry[0].attempts >= self.options.max_attempts)
         retry = [entry for entry in retry if entry[0].attempts < self.options.max_attempts]
@@ -162,12 +160,7 @@ class ConsumerWorker:
                 metrics.MESSAGES_OUT.inc(len(work))
             if dead:
                 self.dead_letters.publish(
-                    [
-                        DeadLetter(error=reason, attempts=d.attempts, data=data)
-                        .model_dump_json()
-                        .encode()
-                        for d, reason, data in dead
-                    ]
+                    [encode_dead_letter(reason, d.attempts, data) for d, reason, data in dead]
                 )
                 for _, reason, _ in dead:
                     # The reason's fixed prefix ("missing object", ...): a bounded label set.
@@ -250,18 +243,14 @@ class ConsumerWorker:
                     item.predictions[index] = prediction
 
     def _result(self, item: _Work) -> bytes:
+        if len(item.samples) == 1 == len(item.message.objects):  # the common case
+            return encode_result(
+                item.message, self.model_name, [(item.samples[0][0], [item.predictions[0]])]
+            )
         per_object: dict[str, list[Any]] = {key: [] for key in item.message.objects}
         for index, (key, _) in enumerate(item.samples):
             per_object[key].append(item.predictions[index])
-        result = EventResult(
-            operation=item.message.operation,
-            data=item.raw,
-            model=self.model_name,
-            results=[
-                ObjectResult(object=key, predictions=values) for key, values in per_object.items()
-            ],
-        )
-        return result.model_dump_json().encode()
+        return encode_result(item.message, self.model_name, list(per_object.items()))
 
 
 def _text(payload: bytes) -> str:
