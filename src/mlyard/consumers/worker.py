@@ -5,6 +5,11 @@ One batch is in flight per worker: nothing more is received until its results ar
 which bounds memory when the model is slower than the queue (backpressure). A malformed message,
 a missing object or undecodable content is dead-lettered at once; other failures are released
 for redelivery and dead-lettered after ``max_attempts`` deliveries.
+
+The broker calls stay in this thread. Handing them to other threads, so that receiving the next
+batch overlaps processing this one, made the worker slower (measured): CPython gives a thread
+that comes back from a broker call the interpreter lock only after the processing thread's
+switch interval (5 ms), and a batch makes several such calls.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class WorkerOptions:
     max_attempts: int = 3
 
 
+#: The lag gauge is refreshed at most this often (a broker round trip, or a count, each time).
+LAG_REFRESH_SECONDS = 1.0
+
+
 class PermanentFailureError(Exception):
     """Retrying cannot help (missing object, undecodable content): dead-letter at once."""
 
@@ -60,6 +69,18 @@ class _Work:
     message: EventMessage
     samples: list[tuple[str, np.ndarray[Any, Any]]] = field(default_factory=list)
     predictions: dict[int, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """A processed batch, ready to publish and acknowledge: what ``_complete`` does."""
+
+    results: list[bytes]
+    dead_letters: list[bytes]
+    #: The fixed prefix of each dead letter's reason ("missing object", ...): a bounded label.
+    dead_reasons: list[str]
+    done: list[Delivery]
+    retry: list[Delivery]
 
 
 @contextmanager
@@ -94,6 +115,7 @@ class ConsumerWorker:
         self.model_name = model_name
         self.predict = predict
         self.options = options
+        self._lag_measured_at = -LAG_REFRESH_SECONDS
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished first."""
@@ -103,15 +125,21 @@ class ConsumerWorker:
                 deliveries = self.receive_batch()
                 if deliveries:
                     self.process(deliveries)
-                lag = self.source.lag()
-                if lag is not None:
-                    metrics.LAG.set(lag)
+                self._refresh_lag()
                 backoff = 0.5
             except BackendError as error:
                 # Unacknowledged messages come back after the broker's visibility timeout.
                 logger.warning("broker unavailable, retrying in %.1f s: %s", backoff, error)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_measured_at >= LAG_REFRESH_SECONDS:
+            self._lag_measured_at = now
+            lag = self.source.lag()
+            if lag is not None:
+                metrics.LAG.set(lag)
 
     def receive_batch(self) -> list[Delivery]:
         """Up to ``batch_size`` deliveries: after the first, wait at most ``max_wait`` for more."""
@@ -131,6 +159,10 @@ class ConsumerWorker:
         """Handle one batch to the end: results or dead letters published, then acknowledged
         (or released for a retry). Raises ``BackendError`` when the sink cannot publish; the
         batch is then left unacknowledged and comes back after the visibility timeout."""
+        self._complete(self._prepare(deliveries))
+
+    def _prepare(self, deliveries: Sequence[Delivery]) -> _Outcome:
+        """Everything but the broker calls: parse, fetch, decode, predict, encode."""
         metrics.MESSAGES_IN.inc(len(deliveries))
         work: list[_Work] = []
         dead: list[tuple[Delivery, str, Any]] = []
@@ -142,10 +174,7 @@ class ConsumerWorker:
                 dead.append((delivery, f"malformed message: {exc}", _text(delivery.payload)))
         work, failed = self._fetch_and_decode(work)
         for item, reason, permanent in failed:
-            if permanent:
-                dead.append((item.delivery, reason, item.message.raw))
-            else:
-                retry.append((item.delivery, reason, item.message.raw))
+            (dead if permanent else retry).append((item.delivery, reason, item.message.raw))
         with _stage("predict"):
             work, model_failures = self._predict_isolating_failures(work)
         retry.extend(
@@ -154,21 +183,30 @@ class ConsumerWorker:
         )
         dead.extend(entry for entry in retry if entry[0].attempts >= self.options.max_attempts)
         retry = [entry for entry in retry if entry[0].attempts < self.options.max_attempts]
+        with _stage("encode"):
+            results = [self._result(item) for item in work]
+        return _Outcome(
+            results=results,
+            dead_letters=[encode_dead_letter(reason, d.attempts, data) for d, reason, data in dead],
+            dead_reasons=[reason.split(":")[0] for _, reason, _ in dead],
+            done=[item.delivery for item in work] + [d for d, _, _ in dead],
+            retry=[d for d, _, _ in retry],
+        )
+
+    def _complete(self, outcome: _Outcome) -> None:
+        """Publish the results and dead letters, and only then acknowledge their messages."""
         with _stage("publish"):
-            if work:
-                self.sink.publish([self._result(item) for item in work])
-                metrics.MESSAGES_OUT.inc(len(work))
-            if dead:
-                self.dead_letters.publish(
-                    [encode_dead_letter(reason, d.attempts, data) for d, reason, data in dead]
-                )
-                for _, reason, _ in dead:
-                    # The reason's fixed prefix ("missing object", ...): a bounded label set.
-                    metrics.DEAD_LETTERS.labels(reason.split(":")[0]).inc()
-        # Only now, with results and dead letters durable, the messages are done.
-        self.source.acknowledge([item.delivery for item in work] + [d for d, _, _ in dead])
-        if retry:
-            self.source.release([d for d, _, _ in retry])
+            if outcome.results:
+                self.sink.publish(outcome.results)
+                metrics.MESSAGES_OUT.inc(len(outcome.results))
+            if outcome.dead_letters:
+                self.dead_letters.publish(outcome.dead_letters)
+                for reason in outcome.dead_reasons:
+                    metrics.DEAD_LETTERS.labels(reason).inc()
+        with _stage("acknowledge"):
+            self.source.acknowledge(outcome.done)
+            if outcome.retry:
+                self.source.release(outcome.retry)
 
     def _fetch_and_decode(
         self, work: list[_Work]
