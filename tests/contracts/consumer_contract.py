@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from mlyard.consumers.base import Delivery, Sink, Source
+from mlyard.consumers.base import AtomicCompletion, Delivery, Sink, Source
 from mlyard.consumers.urls import open_sink, open_source, parse_broker_url
 from mlyard.errors import ConfigError
 
@@ -186,3 +186,56 @@ class ConsumerContract:
         assert raised.value.hint
         with pytest.raises(ConfigError):
             open_sink(unreachable_url).check_reachable()
+
+
+class _SinkElsewhere:
+    """A sink on another broker, as far as any source can tell."""
+
+    def __init__(self) -> None:
+        self.published: list[bytes] = []
+
+    def check_reachable(self) -> None:
+        pass
+
+    def publish(self, payloads: Sequence[bytes]) -> None:
+        self.published += payloads
+
+    def close(self) -> None:
+        pass
+
+
+class AtomicCompletionContract(ConsumerContract):
+    """The contract plus ``AtomicCompletion``, for sources that implement it."""
+
+    def test_results_on_its_broker_are_published_with_the_acknowledgement(
+        self, open_consumer: Callable[[], Source], sink: Sink
+    ) -> None:
+        source = open_consumer()
+        assert isinstance(source, AtomicCompletion)
+        sink.publish(payloads(3))
+        received = receive_until(source, 3, self.RECEIVE_TIMEOUT)
+        results = [b"result-1", b"result-2"]
+        # The sink publishes to the source's own topic, so the results come back to it.
+        assert source.publish_and_acknowledge([(sink, results)], received)
+        again = receive_until(source, 2, self.RECEIVE_TIMEOUT)
+        assert sorted(d.payload for d in again) == results
+        source.acknowledge(again)
+        assert source.receive(10, VISIBILITY * 2 + 0.5) == []  # the three never come back
+
+    def test_a_sink_on_another_broker_is_left_to_the_caller(
+        self, open_consumer: Callable[[], Source], sink: Sink
+    ) -> None:
+        source = open_consumer()
+        assert isinstance(source, AtomicCompletion)
+        sink.publish(payloads(2))
+        received = receive_until(source, 2, self.RECEIVE_TIMEOUT)
+        elsewhere = _SinkElsewhere()
+        assert not source.publish_and_acknowledge(
+            [(sink, [b"result"]), (elsewhere, [b"result"])], received
+        )
+        assert elsewhere.published == []
+        assert source.lag() == 2  # nothing published, nothing acknowledged
+        source.release(received)
+        again = receive_until(source, 2, self.RECEIVE_TIMEOUT)
+        assert sorted(d.payload for d in again) == payloads(2)
+        source.acknowledge(again)

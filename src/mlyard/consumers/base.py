@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -60,3 +60,22 @@ class Sink(Protocol):
         ``BackendError`` when it could not."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AtomicCompletion(Protocol):
+    """A source that can publish results and acknowledge their messages in one atomic step
+    when the sinks are on its own broker (the embedded queue's file, one Redis database).
+
+    A crash can then never leave a result published whose message comes back, so those
+    results are never duplicated; and a batch costs one broker round trip less.
+    """
+
+    def publish_and_acknowledge(
+        self, outputs: Sequence[tuple[Sink, Sequence[bytes]]], deliveries: Sequence[Delivery]
+    ) -> bool:
+        """Publish each sink's payloads and acknowledge ``deliveries``, all or nothing.
+
+        Returns False, having done nothing, when a sink is not on this source's broker; the
+        caller then publishes and acknowledges in turn. Raises ``BackendError`` like
+        ``Sink.publish``."""

@@ -45,6 +45,11 @@ class BrokerUrl:
     password: str | None = None
 
     @property
+    def server(self) -> tuple[str, str | None, int | None, str, str | None]:
+        """What identifies the broker (and database) the URL points at, options aside."""
+        return (self.scheme, self.host, self.port, self.path, self.username)
+
+    @property
     def redacted(self) -> str:
         """The URL for messages and logs: never with a password."""
         auth = f"{self.username}:***@" if self.password else ""

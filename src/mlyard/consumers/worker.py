@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlyard.consumers import metrics
-from mlyard.consumers.base import Delivery, Sink, Source
+from mlyard.consumers.base import AtomicCompletion, Delivery, Sink, Source
 from mlyard.consumers.decoders import Decoder
 from mlyard.consumers.fetch import ObjectFetcher, ObjectMissingError
 from mlyard.consumers.messages import (
@@ -194,19 +194,30 @@ class ConsumerWorker:
         )
 
     def _complete(self, outcome: _Outcome) -> None:
-        """Publish the results and dead letters, and only then acknowledge their messages."""
+        """Publish the results and dead letters, and only then acknowledge their messages:
+        in one step where the source can do both on its own broker."""
+        outputs = [
+            (sink, payloads)
+            for sink, payloads in (
+                (self.sink, outcome.results),
+                (self.dead_letters, outcome.dead_letters),
+            )
+            if payloads
+        ]
         with _stage("publish"):
-            if outcome.results:
-                self.sink.publish(outcome.results)
-                metrics.MESSAGES_OUT.inc(len(outcome.results))
-            if outcome.dead_letters:
-                self.dead_letters.publish(outcome.dead_letters)
-                for reason in outcome.dead_reasons:
-                    metrics.DEAD_LETTERS.labels(reason).inc()
-        with _stage("acknowledge"):
-            self.source.acknowledge(outcome.done)
-            if outcome.retry:
-                self.source.release(outcome.retry)
+            if not (
+                isinstance(self.source, AtomicCompletion)
+                and self.source.publish_and_acknowledge(outputs, outcome.done)
+            ):
+                for sink, payloads in outputs:
+                    sink.publish(payloads)
+                # Only now, with results and dead letters durable, the messages are done.
+                self.source.acknowledge(outcome.done)
+        metrics.MESSAGES_OUT.inc(len(outcome.results))
+        for reason in outcome.dead_reasons:
+            metrics.DEAD_LETTERS.labels(reason).inc()
+        if outcome.retry:
+            self.source.release(outcome.retry)
 
     def _fetch_and_decode(
         self, work: list[_Work]

@@ -9,7 +9,11 @@ import uuid
 import pytest
 
 from tests.conftest import ServiceStarter
-from tests.contracts.consumer_contract import VISIBILITY, ConsumerContract
+from tests.contracts.consumer_contract import (
+    VISIBILITY,
+    AtomicCompletionContract,
+    ConsumerContract,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.brokers]
 
@@ -25,7 +29,7 @@ def closed_port() -> int:
         return port
 
 
-class TestRedisStreams(ConsumerContract):
+class TestRedisStreams(AtomicCompletionContract):
     @pytest.fixture
     def redis_url(self, services: ServiceStarter) -> str:
         return services("redis")["REDIS_URL"]

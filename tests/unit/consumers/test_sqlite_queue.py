@@ -1,4 +1,5 @@
-"""The embedded SQLite queue passes the consumer contract."""
+"""The embedded SQLite queue passes the consumer contract, publishing and acknowledging in
+one transaction included."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.contracts.consumer_contract import VISIBILITY, ConsumerContract
+from mlyard.consumers.base import AtomicCompletion, Delivery
+from mlyard.consumers.urls import open_sink, open_source
+from tests.contracts.consumer_contract import (
+    VISIBILITY,
+    AtomicCompletionContract,
+)
 
 
-class TestSqliteQueue(ConsumerContract):
+class TestSqliteQueue(AtomicCompletionContract):
     RECEIVE_TIMEOUT = 5.0
 
     @pytest.fixture
@@ -30,3 +36,18 @@ class TestSqliteQueue(ConsumerContract):
         not_a_directory = tmp_path / "a-file"
         not_a_directory.write_text("")
         return f"sqlite:///{not_a_directory}/queue.db?topic=in&group=g"
+
+
+def test_publishing_and_acknowledging_together_is_all_or_nothing(tmp_path: Path) -> None:
+    queue = f"sqlite:///{tmp_path}/queue.db"
+    open_sink(f"{queue}?topic=in").publish([b"message"])
+    source = open_source(f"{queue}?topic=in", "worker")
+    assert isinstance(source, AtomicCompletion)
+    [delivery] = source.receive(1, 1.0)
+    not_a_row = Delivery(payload=b"", receipt="not-a-row-id")
+    with pytest.raises(ValueError):
+        source.publish_and_acknowledge(
+            [(open_sink(f"{queue}?topic=out"), [b"result"])], [delivery, not_a_row]
+        )
+    assert open_source(f"{queue}?topic=out", "reader").receive(10, 0.1) == []
+    assert source.lag() == 1  # still there, and comes back after its lease

@@ -137,6 +137,19 @@ def test_stop_finishes_the_batch_in_hand(tmp_path: Path) -> None:
     assert len(harness.drain("out")) == 1
 
 
+def test_results_to_another_queue_are_published_then_acknowledged(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
+    harness.worker.sink = open_sink(f"{elsewhere}?topic=out")
+    harness.publish({"id": "1", "objects": [harness.put_object("a.npy", np.ones(3))]})
+    harness.run_once()
+    reader = open_source(f"{elsewhere}?topic=out", "reader")
+    [result] = reader.receive(10, 0.5)
+    assert json.loads(result.payload)["results"][0]["predictions"] == [3.0]
+    assert harness.worker.source.lag() == 0
+    assert harness.drain("out") == []
+
+
 def test_object_keys_cannot_escape_the_store(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
     harness.publish({"objects": ["../../etc/passwd"]})

@@ -8,6 +8,8 @@ groups may still read the stream: trim it with ``XTRIM``/``MAXLEN`` as retention
 ``release`` re-claims the entry with a large idle time and without counting a delivery
 (XCLAIM ... IDLE JUSTID), so the next ``receive`` of any member reclaims it at once.
 A sink appends with XADD (one pipeline per batch). The payload is the entry's ``payload`` field.
+Results for streams of the same database are appended in one MULTI/EXEC with the XACK of their
+entries (``publish_and_acknowledge``): one round trip, and never a result without its ack.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlyard.consumers.base import Delivery
+from mlyard.consumers.base import Delivery, Sink
 from mlyard.consumers.brokers.reconnect import call_with_reconnect
 from mlyard.consumers.urls import BrokerUrl
 from mlyard.errors import BackendError, ConfigError
@@ -224,6 +226,28 @@ class RedisStreamSource:
                 "acknowledge", lambda: self._redis.client.xack(self.stream, self.group, *ids)
             )
 
+    def publish_and_acknowledge(
+        self, outputs: Sequence[tuple[Sink, Sequence[bytes]]], deliveries: Sequence[Delivery]
+    ) -> bool:
+        streams = [
+            (sink.stream, payloads)
+            for sink, payloads in outputs
+            if isinstance(sink, RedisStreamSink) and sink.url.server == self.url.server
+        ]
+        if len(streams) < len(outputs):
+            return False
+
+        def exchange() -> None:
+            transaction = self._redis.client.pipeline(transaction=True)
+            for stream, payloads in streams:
+                _append(transaction, stream, payloads)
+            if deliveries:
+                transaction.xack(self.stream, self.group, *(d.receipt for d in deliveries))
+            transaction.execute()
+
+        self._redis("publish and acknowledge", exchange)
+        return True
+
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             ids: list[Any] = [d.receipt for d in deliveries]
@@ -272,8 +296,7 @@ class RedisStreamSink:
     def publish(self, payloads: Sequence[bytes]) -> None:
         def append_all() -> None:
             pipeline = self._redis.client.pipeline(transaction=False)
-            for payload in payloads:
-                pipeline.xadd(self.stream, {PAYLOAD_FIELD: payload})
+            _append(pipeline, self.stream, payloads)
             pipeline.execute()
 
         if payloads:
@@ -281,6 +304,11 @@ class RedisStreamSink:
 
     def close(self) -> None:
         self._redis.client.close()
+
+
+def _append(pipeline: redis.client.Pipeline, stream: str, payloads: Sequence[bytes]) -> None:
+    for payload in payloads:
+        pipeline.xadd(stream, {PAYLOAD_FIELD: payload})
 
 
 def _as_bytes(value: bytes | str) -> bytes:

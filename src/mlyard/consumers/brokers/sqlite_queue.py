@@ -3,16 +3,19 @@
 A topic is a set of rows. ``receive`` leases rows to one consumer for ``visibility`` seconds
 (default 30) and counts the delivery; ``acknowledge`` deletes them; a lease that runs out (the
 worker died) makes the row visible again: at-least-once. ``release`` ends the lease at once.
+Results published to topics of the same file are inserted in the transaction that deletes
+their messages (``publish_and_acknowledge``): a crash leaves either both or neither.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from mlyard.consumers.base import Delivery
+from mlyard.consumers.base import Delivery, Sink
 from mlyard.consumers.urls import BrokerUrl
 from mlyard.errors import ConfigError
 
@@ -39,7 +42,7 @@ def _connect(url: BrokerUrl) -> sqlite3.Connection:
     path = Path(url.path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: explicit BEGIN IMMEDIATE, so two workers never lease the same row.
+        # isolation_level=None: transactions are begun explicitly (see _transaction).
         connection = sqlite3.connect(
             path, timeout=60, isolation_level=None, check_same_thread=False
         )
@@ -54,6 +57,18 @@ def _connect(url: BrokerUrl) -> sqlite3.Connection:
     return connection
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    # BEGIN IMMEDIATE takes the write lock at once, so two workers never lease the same row.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class SqliteQueueSource:
     def __init__(self, url: BrokerUrl, consumer_name: str) -> None:
         self.url = url
@@ -61,6 +76,7 @@ class SqliteQueueSource:
         self.consumer_name = consumer_name
         self.visibility = float(url.options.get("visibility", "30"))
         self._db = _connect(url)
+        self.file = Path(url.path).resolve()
 
     def check_reachable(self) -> None:
         self._db.execute("SELECT 1").fetchone()
@@ -75,50 +91,52 @@ class SqliteQueueSource:
 
     def _lease(self, limit: int) -> list[Delivery]:
         now = time.time()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = self._db.execute(
+        with _transaction(self._db) as db:
+            rows = db.execute(
                 "SELECT id, payload, attempts FROM messages "
                 "WHERE topic = ? AND leased_until <= ? ORDER BY id LIMIT ?",
                 (self.topic, now, limit),
             ).fetchall()
             if rows:
-                self._db.executemany(
+                db.executemany(
                     "UPDATE messages SET attempts = attempts + 1, leased_until = ?, "
                     "leased_by = ? WHERE id = ?",
                     [(now + self.visibility, self.consumer_name, row[0]) for row in rows],
                 )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return [
             Delivery(payload=bytes(payload), receipt=str(row_id), attempts=attempts + 1)
             for row_id, payload, attempts in rows
         ]
 
     def acknowledge(self, deliveries: Sequence[Delivery]) -> None:
-        self._in_transaction(
-            "DELETE FROM messages WHERE id = ?", [(int(d.receipt),) for d in deliveries]
-        )
+        # One transaction for the batch: in autocommit mode each row would be a commit.
+        if deliveries:
+            with _transaction(self._db) as db:
+                _delete(db, deliveries)
+
+    def publish_and_acknowledge(
+        self, outputs: Sequence[tuple[Sink, Sequence[bytes]]], deliveries: Sequence[Delivery]
+    ) -> bool:
+        topics = [
+            (sink.topic, payloads)
+            for sink, payloads in outputs
+            if isinstance(sink, SqliteQueueSink) and sink.file == self.file
+        ]
+        if len(topics) < len(outputs):
+            return False
+        with _transaction(self._db) as db:
+            for topic, payloads in topics:
+                _insert(db, topic, payloads)
+            _delete(db, deliveries)
+        return True
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        self._in_transaction(
-            "UPDATE messages SET leased_until = 0, leased_by = NULL WHERE id = ?",
-            [(int(d.receipt),) for d in deliveries],
-        )
-
-    def _in_transaction(self, statement: str, rows: list[tuple[int]]) -> None:
-        # One transaction for the batch: in autocommit mode each row would be a commit.
-        if not rows:
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(statement, rows)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        if deliveries:
+            with _transaction(self._db) as db:
+                db.executemany(
+                    "UPDATE messages SET leased_until = 0, leased_by = NULL WHERE id = ?",
+                    [(int(d.receipt),) for d in deliveries],
+                )
 
     def lag(self) -> int | None:
         row = self._db.execute(
@@ -135,21 +153,25 @@ class SqliteQueueSink:
         self.url = url
         self.topic = url.option("topic")
         self._db = _connect(url)
+        self.file = Path(url.path).resolve()
 
     def check_reachable(self) -> None:
         self._db.execute("SELECT 1").fetchone()
 
     def publish(self, payloads: Sequence[bytes]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(
-                "INSERT INTO messages (topic, payload) VALUES (?, ?)",
-                [(self.topic, payload) for payload in payloads],
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        with _transaction(self._db) as db:
+            _insert(db, self.topic, payloads)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _insert(db: sqlite3.Connection, topic: str, payloads: Sequence[bytes]) -> None:
+    db.executemany(
+        "INSERT INTO messages (topic, payload) VALUES (?, ?)",
+        [(topic, payload) for payload in payloads],
+    )
+
+
+def _delete(db: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
+    db.executemany("DELETE FROM messages WHERE id = ?", [(int(d.receipt),) for d in deliveries])
