@@ -4,7 +4,7 @@
 The stream is created when missing (capturing ``subject``). A source is one subscriber of the
 durable pull consumer (``ack_wait`` = visibility, explicit acks), so every worker with the same
 ``durable`` shares the work. ``attempts`` is JetStream's own delivery count; ``release`` is a NAK
-(redelivered at once). A sink publishes each payload and waits for JetStream's ack.
+(redelivered at once). A sink publishes a batch and waits for JetStream's ack of each message.
 
 nats-py is asyncio-only: each source/sink runs a private event loop in a daemon thread and
 calls it synchronously. nats-py reconnects by itself; when it gives up, the next call opens a
@@ -34,6 +34,8 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 #: Extra seconds a synchronous caller waits beyond the operation's own timeout.
 CALL_MARGIN_SECONDS = 10.0
+#: Longest wait for JetStream to acknowledge published messages (nats-py's request default).
+ACK_TIMEOUT_SECONDS = 5.0
 
 
 class _EventLoopThread:
@@ -289,9 +291,18 @@ class JetStreamSink:
         async def publish_all() -> None:
             js = await self._connection.connect()
             subject, stream = self._connection.subject, self._connection.stream
-            await asyncio.gather(*(js.publish(subject, p, stream=stream) for p in payloads))
+            # Send them all, then wait for JetStream's acks together: one round trip a batch,
+            # and no task per message as with gathering publish() calls.
+            acks: list[asyncio.Future[Any]] = []
+            try:
+                for payload in payloads:
+                    acks.append(await js.publish_async(subject, payload, stream=stream))
+                await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT_SECONDS)
+            finally:
+                for ack in acks:  # acks that will never come (the server went away)
+                    ack.cancel()  # frees their slots among nats-py's pending publishes
 
-        self._connection.call("publish", publish_all, timeout=30)
+        self._connection.call("publish", publish_all, timeout=ACK_TIMEOUT_SECONDS)
 
     def close(self) -> None:
         self._connection.close()
