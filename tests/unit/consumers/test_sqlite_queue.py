@@ -3,12 +3,14 @@ one transaction included."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
 import pytest
 
 from mlyard.consumers.base import AtomicCompletion, Delivery
+from mlyard.consumers.brokers.sqlite_queue import NEXT_READY, SCHEMA
 from mlyard.consumers.urls import open_sink, open_source
 from tests.contracts.consumer_contract import (
     VISIBILITY,
@@ -51,3 +53,22 @@ def test_publishing_and_acknowledging_together_is_all_or_nothing(tmp_path: Path)
         )
     assert open_source(f"{queue}?topic=out", "reader").receive(10, 0.1) == []
     assert source.lag() == 1  # still there, and comes back after its lease
+
+
+def test_leasing_reads_in_index_order_without_sorting_the_backlog(tmp_path: Path) -> None:
+    # A queue file made by an earlier version, with the index that made leases sort.
+    database = tmp_path / "queue.db"
+    with sqlite3.connect(database) as old:
+        old.executescript(SCHEMA.split("DROP INDEX")[0])
+        old.execute("CREATE INDEX messages_ready ON messages (topic, leased_until, id)")
+    source = open_source(f"sqlite:///{database}?topic=in", "worker")
+    with sqlite3.connect(database) as db:
+        indexes = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
+        plan = " ".join(
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {NEXT_READY}", ("in", 0, 64))
+        )
+    assert indexes == {"messages_in_order"}
+    assert "messages_in_order" in plan and "TEMP B-TREE" not in plan
+    source.close()
