@@ -40,13 +40,17 @@ from mlyard.settings import load_settings  # noqa: E402
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 EXPLANATION = [
     "Reading the no-op column: the raw rate is receive + acknowledge of the same messages and "
-    "nothing else (for the embedded queue two SQLite transactions per 64 messages, ~15 µs a "
-    "message). The worker must also read each message's object from the store, parse the "
-    "message, encode a result and publish it (one more transaction or round trip per batch), "
-    "which costs ~40 µs a message in Python whatever the model. On brokers whose own round trips "
-    "dominate (Kafka here) the no-op worker is within 80 % of raw consumption; on brokers faster "
-    "than that floor (SQLite, Redis, NATS on loopback) it is not, and `--replicas N` is the way "
-    "to scale the per-message work across cores.",
+    "nothing else (on the embedded queue two SQLite transactions per 64 messages, ~8 µs a "
+    "message). A worker must also parse each message, read its object from the store, decode "
+    "it, and encode and publish a result: ~18 µs a message in CPython whatever the model (the "
+    "breakdown above), where a result on the source's own broker is published in the step that "
+    "acknowledges its message. So a no-op worker reaches about a third of the raw rate on "
+    "brokers as fast as SQLite and Redis on loopback, about half on NATS, and the 80 % target "
+    "where broker round trips dominate (Kafka here). Reaching 80 % on the fast ones would need "
+    "the worker's own work under ~2 µs a message. Moving the broker calls to other threads, so "
+    "that they overlap the processing, was measured slower: a thread back from a broker call "
+    "waits for the interpreter lock until the processing thread's switch interval (5 ms) ends. "
+    "`--replicas N` spreads the per-message work over N processes.",
 ]
 Predict = Callable[[np.ndarray[Any, Any]], list[Any]]
 
@@ -287,7 +291,7 @@ def write_section(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), Python "
         f"{platform.python_version()}, no GPU; brokers started by scripts/services on 127.0.0.1.  ",
         "Each message names one 64-float `.npy` object in the local artifact store; the model is "
-        "the quickstart's LogisticRegression on digits. mlyard: one worker, batches of "
+        "the quickstart's LogisticRegression on digits. mlyard: one worker's own loop, batches of "
         f"{args.batch} (fetch, decode, one predict call per batch, publish, then ack). Naive: "
         f"receive one, fetch, predict one row, publish, ack ({args.naive_messages} messages). "
         "No-op: the same worker with a model that returns at once. Raw: receive + ack only.",
