@@ -205,19 +205,25 @@ class ConsumerWorker:
             if payloads
         ]
         with _stage("publish"):
-            if not (
-                isinstance(self.source, AtomicCompletion)
-                and self.source.publish_and_acknowledge(outputs, outcome.done)
-            ):
-                for sink, payloads in outputs:
-                    sink.publish(payloads)
-                # Only now, with results and dead letters durable, the messages are done.
-                self.source.acknowledge(outcome.done)
+            if outputs or outcome.done:  # not when every message is released for a retry
+                self._publish_then_acknowledge(outputs, outcome.done)
         metrics.MESSAGES_OUT.inc(len(outcome.results))
         for reason in outcome.dead_reasons:
             metrics.DEAD_LETTERS.labels(reason).inc()
         if outcome.retry:
             self.source.release(outcome.retry)
+
+    def _publish_then_acknowledge(
+        self, outputs: list[tuple[Sink, list[bytes]]], done: list[Delivery]
+    ) -> None:
+        if isinstance(self.source, AtomicCompletion) and self.source.publish_and_acknowledge(
+            outputs, done
+        ):
+            return
+        for sink, payloads in outputs:
+            sink.publish(payloads)
+        # Only now, with results and dead letters durable, the messages are done.
+        self.source.acknowledge(done)
 
     def _fetch_and_decode(
         self, work: list[_Work]
