@@ -150,6 +150,31 @@ def test_results_to_another_queue_are_published_then_acknowledged(tmp_path: Path
     assert harness.drain("out") == []
 
 
+def test_the_lag_is_asked_once_a_second_not_once_a_batch(tmp_path: Path) -> None:
+    # Asking costs a broker round trip or a count (Kafka: two requests per partition).
+    harness = Harness(tmp_path)
+    source = harness.worker.source
+    asked: list[int | None] = []
+    stop = threading.Event()
+
+    def lag() -> int | None:
+        waiting = type(source).lag(source)
+        asked.append(waiting)
+        if waiting == 0:
+            stop.set()
+        return waiting
+
+    source.lag = lag  # type: ignore[method-assign]
+    key = harness.put_object("a.npy", np.ones(2))
+    harness.publish(*({"id": str(i), "objects": [key]} for i in range(160)))  # 10 batches
+    timer = threading.Timer(1.5, stop.set)  # the second ask, a second later, finds none left
+    timer.start()
+    harness.worker.run(stop)
+    timer.cancel()
+    assert len(harness.drain("out")) == 160
+    assert 1 <= len(asked) <= 2
+
+
 def test_object_keys_cannot_escape_the_store(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
     harness.publish({"objects": ["../../etc/passwd"]})
