@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
     from mlyard.settings import Settings
 
-DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+# \Z, not $: "$" also matches before a final newline, which no file name may end with.
+DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-NAME_PATTERN = re.compile(f"^{_NAME}$")
+NAME_PATTERN = re.compile(f"^{_NAME}\\Z")
 #: An object key: names joined by "/" (so never absolute, never "..", no empty part).
 KEY_PATTERN = re.compile(f"{_NAME}(?:/{_NAME})*")
 CHUNK_BYTES = 4 * 1024 * 1024

@@ -8,9 +8,11 @@ suite in ``tests/contracts/consumer_contract.py``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,16 @@ class AtomicCompletion(Protocol):
         Returns False, having done nothing, when a sink is not on this source's broker; the
         caller then publishes and acknowledges in turn. Raises ``BackendError`` like
         ``Sink.publish``."""
+
+
+def outputs_on_this_broker(
+    outputs: Sequence[tuple[Sink, Sequence[bytes]]], kind: type[S], here: Callable[[S], bool]
+) -> list[tuple[S, Sequence[bytes]]] | None:
+    """``outputs`` when every sink is a ``kind`` that ``here`` says is on the source's broker;
+    None when any is elsewhere (then nothing may be done in one step)."""
+    mine: list[tuple[S, Sequence[bytes]]] = []
+    for sink, payloads in outputs:
+        if not (isinstance(sink, kind) and here(sink)):
+            return None
+        mine.append((sink, payloads))
+    return mine

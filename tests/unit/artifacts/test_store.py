@@ -28,13 +28,22 @@ def test_documents_round_trip_and_absent_documents_are_none(tmp_path: Path) -> N
     assert store.read_document("run1.1.1", "result.json") is None
 
 
-@pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden"])
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "run1\n", f"{'0' * 64}\n"])
 def test_keys_never_come_from_paths(tmp_path: Path, bad: str) -> None:
     store = ArtifactStore(str(tmp_path / "a"))
     with pytest.raises(ArtifactError):
         store.write_document(bad, "task.json", b"{}")
     with pytest.raises(ArtifactError):
         store.get_bytes(f"sha256:{bad}")
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "/etc/passwd", "a//b", "a/./b", "a/b\n", ""])
+def test_object_keys_are_relative_names_joined_by_slashes(tmp_path: Path, bad: str) -> None:
+    store = ArtifactStore(str(tmp_path / "a"))
+    with pytest.raises(ArtifactError):
+        store.write_key(bad, b"data")
+    store.write_key("events/cam-7/0001.npy", b"data")
+    assert store.read_key("events/cam-7/0001.npy") == b"data"
 
 
 def test_missing_object_is_explained(tmp_path: Path) -> None:

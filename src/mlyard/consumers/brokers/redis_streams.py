@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlyard.consumers.base import Delivery, Sink
+from mlyard.consumers.base import Delivery, Sink, outputs_on_this_broker
 from mlyard.consumers.brokers.reconnect import call_with_reconnect
 from mlyard.consumers.urls import BrokerUrl
 from mlyard.errors import BackendError, ConfigError
@@ -229,18 +229,16 @@ class RedisStreamSource:
     def publish_and_acknowledge(
         self, outputs: Sequence[tuple[Sink, Sequence[bytes]]], deliveries: Sequence[Delivery]
     ) -> bool:
-        streams = [
-            (sink.stream, payloads)
-            for sink, payloads in outputs
-            if isinstance(sink, RedisStreamSink) and sink.url.server == self.url.server
-        ]
-        if len(streams) < len(outputs):
+        mine = outputs_on_this_broker(
+            outputs, RedisStreamSink, lambda sink: sink.url.server == self.url.server
+        )
+        if mine is None:
             return False
 
         def exchange() -> None:
             transaction = self._redis.client.pipeline(transaction=True)
-            for stream, payloads in streams:
-                _append(transaction, stream, payloads)
+            for sink, payloads in mine:
+                _append(transaction, sink.stream, payloads)
             if deliveries:
                 transaction.xack(self.stream, self.group, *(d.receipt for d in deliveries))
             transaction.execute()

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlyard.consumers.base import Delivery, Sink
+from mlyard.consumers.base import Delivery, Sink, outputs_on_this_broker
 from mlyard.consumers.urls import BrokerUrl
 from mlyard.errors import ConfigError
 
@@ -123,16 +123,12 @@ class SqliteQueueSource:
     def publish_and_acknowledge(
         self, outputs: Sequence[tuple[Sink, Sequence[bytes]]], deliveries: Sequence[Delivery]
     ) -> bool:
-        topics = [
-            (sink.topic, payloads)
-            for sink, payloads in outputs
-            if isinstance(sink, SqliteQueueSink) and sink.file == self.file
-        ]
-        if len(topics) < len(outputs):
+        mine = outputs_on_this_broker(outputs, SqliteQueueSink, lambda s: s.file == self.file)
+        if mine is None:
             return False
         with _transaction(self._db) as db:
-            for topic, payloads in topics:
-                _insert(db, topic, payloads)
+            for sink, payloads in mine:
+                _insert(db, sink.topic, payloads)
             _delete(db, deliveries)
         return True
 
