@@ -4,12 +4,14 @@ one transaction included."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
 from mlyard.consumers.base import AtomicCompletion, Delivery
+from mlyard.consumers.brokers import sqlite_queue
 from mlyard.consumers.brokers.sqlite_queue import NEXT_READY, SCHEMA
 from mlyard.consumers.urls import open_sink, open_source
 from tests.contracts.consumer_contract import (
@@ -72,3 +74,26 @@ def test_leasing_reads_in_index_order_without_sorting_the_backlog(tmp_path: Path
     assert indexes == {"messages_in_order"}
     assert "messages_in_order" in plan and "TEMP B-TREE" not in plan
     source.close()
+
+
+def test_a_transaction_waits_for_another_process_holding_the_lock(tmp_path: Path) -> None:
+    queue = f"sqlite:///{tmp_path}/queue.db?topic=in"
+    sink = open_sink(queue)
+    other = sqlite3.connect(tmp_path / "queue.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another replica, in the middle of its transaction
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    sink.publish([b"message"])  # waits for the lock, then succeeds
+    assert open_source(queue, "reader").receive(10, 0.5)[0].payload == b"message"
+    other.close()
+
+
+def test_a_lock_held_too_long_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_queue, "LOCK_WAIT_SECONDS", 0.2)
+    queue = f"sqlite:///{tmp_path}/queue.db?topic=in"
+    sink = open_sink(queue)
+    other = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sink.publish([b"message"])
+    other.execute("ROLLBACK")
+    other.close()

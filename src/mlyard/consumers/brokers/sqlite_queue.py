@@ -5,15 +5,22 @@ A topic is a set of rows. ``receive`` leases rows to one consumer for ``visibili
 worker died) makes the row visible again: at-least-once. ``release`` ends the lease at once.
 Results published to topics of the same file are inserted in the transaction that deletes
 their messages (``publish_and_acknowledge``): a crash leaves either both or neither.
+
+Replicas share the file, so a transaction may find another process holding the write lock.
+The queue tries again after 0.1 ms, doubling up to 2 ms, for at most a minute. SQLite's own
+busy handler sleeps 1, 2, 5, 10 ms ... between tries while a queue transaction takes ~0.2 ms:
+two replicas spent much of their time asleep (no-op workers, 20,000 messages: 49,800 msg/s
+with SQLite's handler, 67,900 with these retries; medians of 5).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from mlyard.consumers.base import Delivery, Sink, outputs_on_this_broker
 from mlyard.consumers.urls import BrokerUrl
@@ -41,6 +48,11 @@ NEXT_READY = (
     "WHERE topic = ? AND leased_until <= ? ORDER BY id LIMIT ?"
 )
 POLL_SECONDS = 0.02
+#: How long a transaction waits for another process's to end (sqlite3's default is 5 s).
+LOCK_WAIT_SECONDS = 60.0
+#: The first and the longest pause between tries for the write lock.
+LOCK_RETRY_SECONDS = (0.0001, 0.002)
+T = TypeVar("T")
 
 
 def _connect(url: BrokerUrl) -> sqlite3.Connection:
@@ -54,11 +66,13 @@ def _connect(url: BrokerUrl) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are begun explicitly (see _transaction).
         connection = sqlite3.connect(
-            path, timeout=60, isolation_level=None, check_same_thread=False
+            path, timeout=LOCK_WAIT_SECONDS, isolation_level=None, check_same_thread=False
         )
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(SCHEMA)
+        # From here on a busy file is retried by _while_locked, not by SQLite's handler.
+        connection.execute("PRAGMA busy_timeout = 0")
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
             f"The queue {url.redacted} cannot be opened: {exc}",
@@ -67,10 +81,24 @@ def _connect(url: BrokerUrl) -> sqlite3.Connection:
     return connection
 
 
+def _while_locked(attempt: Callable[[], T]) -> T:
+    """``attempt()``, tried again while another process holds the file's lock."""
+    pause, longest = LOCK_RETRY_SECONDS
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, longest)
+
+
 @contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     # BEGIN IMMEDIATE takes the write lock at once, so two workers never lease the same row.
-    db.execute("BEGIN IMMEDIATE")
+    _while_locked(lambda: db.execute("BEGIN IMMEDIATE"))
     try:
         yield db
     except BaseException:
@@ -89,7 +117,7 @@ class SqliteQueueSource:
         self.file = Path(url.path).resolve()
 
     def check_reachable(self) -> None:
-        self._db.execute("SELECT 1").fetchone()
+        _while_locked(lambda: self._db.execute("SELECT 1").fetchone())
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
@@ -141,9 +169,8 @@ class SqliteQueueSource:
                 )
 
     def lag(self) -> int | None:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM messages WHERE topic = ?", (self.topic,)
-        ).fetchone()
+        statement = "SELECT COUNT(*) FROM messages WHERE topic = ?"
+        row = _while_locked(lambda: self._db.execute(statement, (self.topic,)).fetchone())
         return int(row[0])
 
     def close(self) -> None:
@@ -158,7 +185,7 @@ class SqliteQueueSink:
         self.file = Path(url.path).resolve()
 
     def check_reachable(self) -> None:
-        self._db.execute("SELECT 1").fetchone()
+        _while_locked(lambda: self._db.execute("SELECT 1").fetchone())
 
     def publish(self, payloads: Sequence[bytes]) -> None:
         with _transaction(self._db) as db:
