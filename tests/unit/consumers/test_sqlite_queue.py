@@ -97,3 +97,15 @@ def test_a_lock_held_too_long_is_an_error(tmp_path: Path, monkeypatch: pytest.Mo
         sink.publish([b"message"])
     other.execute("ROLLBACK")
     other.close()
+
+
+def test_a_commit_that_fails_leaves_no_transaction_open() -> None:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("PRAGMA foreign_keys = ON")
+    db.executescript(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+    )
+    with pytest.raises(sqlite3.IntegrityError), sqlite_queue._transaction(db) as transaction:
+        transaction.execute("INSERT INTO child VALUES (42)")  # refused only at COMMIT
+    assert not db.in_transaction  # the next transaction of this connection can begin

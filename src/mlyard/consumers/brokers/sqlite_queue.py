@@ -101,10 +101,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     _while_locked(lambda: db.execute("BEGIN IMMEDIATE"))
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # some errors (a full disk) have rolled it back already
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 class SqliteQueueSource:
