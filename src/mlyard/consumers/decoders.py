@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +23,9 @@ _NPY_HEADER = re.compile(
 )
 
 
-#: ``.npy`` headers seen -> (dtype, shape): events usually carry arrays of a few layouts.
-_npy_layouts: dict[bytes, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+#: ``.npy`` headers seen -> (dtype, element count, shape): events usually carry arrays of a
+#: few layouts.
+_npy_layouts: dict[bytes, tuple[np.dtype[Any], int, tuple[int, ...]]] = {}
 _NPY_LAYOUTS_KEPT = 256
 
 
@@ -33,17 +35,25 @@ def _npy(data: bytes) -> list[np.ndarray[Any, Any]]:
     if data[:8] == b"\x93NUMPY\x01\x00":
         end = 10 + int.from_bytes(data[8:10], "little")
         header = data[10:end]
-        layout = _npy_layouts.get(header)
-        if layout is None and (match := _NPY_HEADER.match(header)) is not None:
-            shape = tuple(int(d) for d in match.group(2).split(b",") if d.strip())
-            layout = (np.dtype(match.group(1).decode()), shape)
-            if len(_npy_layouts) >= _NPY_LAYOUTS_KEPT:
-                _npy_layouts.clear()
-            _npy_layouts[header] = layout
+        layout = _npy_layouts.get(header) or _npy_layout(header)
         if layout is not None:
-            dtype, shape = layout
-            return [np.frombuffer(data, dtype=dtype, offset=end).reshape(shape)]
+            dtype, count, shape = layout
+            if len(data) - end >= count * dtype.itemsize:  # else np.load says what is short
+                array = np.frombuffer(data, dtype, count, end)  # positional: keywords cost 2x
+                return [array if len(shape) == 1 else array.reshape(shape)]
     return [np.load(io.BytesIO(data), allow_pickle=False)]
+
+
+def _npy_layout(header: bytes) -> tuple[np.dtype[Any], int, tuple[int, ...]] | None:
+    match = _NPY_HEADER.match(header)
+    if match is None:
+        return None
+    shape = tuple(int(d) for d in match.group(2).split(b",") if d.strip())
+    layout = (np.dtype(match.group(1).decode()), math.prod(shape), shape)
+    if len(_npy_layouts) >= _NPY_LAYOUTS_KEPT:
+        _npy_layouts.clear()
+    _npy_layouts[header] = layout
+    return layout
 
 
 def _raw(data: bytes) -> list[np.ndarray[Any, Any]]:

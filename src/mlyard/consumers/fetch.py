@@ -41,7 +41,10 @@ class ObjectFetcher:
         if self.store.is_local and not any(key.startswith("s3://") for key in keys):
             for key in keys:
                 try:
-                    results.append(self.fetch(key))
+                    if key.startswith("sha256:"):
+                        results.append(self.fetch(key))
+                    else:
+                        results.append(self._read_local_key(key))
                 except Exception as exc:
                     results.append(exc)
             return results
@@ -112,10 +115,13 @@ _FIRST_READ_BYTES = 1 << 16
 
 def _read_all(descriptor: int) -> bytes:
     """The whole file, until end of file: one read and the empty one for a small object."""
-    chunks = []
-    size = _FIRST_READ_BYTES
+    first = os.read(descriptor, _FIRST_READ_BYTES)
+    more = os.read(descriptor, _FIRST_READ_BYTES) if first else b""
+    if not more:
+        return first
+    # A large object: the rest in as few reads as possible.
+    chunks = [first, more]
+    size = max(_FIRST_READ_BYTES, os.fstat(descriptor).st_size)
     while chunk := os.read(descriptor, size):
         chunks.append(chunk)
-        if len(chunk) == size:  # a large object: the rest in as few reads as possible
-            size = max(size, os.fstat(descriptor).st_size)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)

@@ -233,16 +233,16 @@ class ConsumerWorker:
             blobs = self.fetcher.fetch_all(keys)
         ready: list[_Work] = []
         failed: list[tuple[_Work, str, bool]] = []
-        offset = 0
+        end = 0
         with _stage("decode"):
             for item in work:
-                mine = blobs[offset : offset + len(item.message.objects)]
-                offset += len(item.message.objects)
+                objects = item.message.objects
+                start, end = end, end + len(objects)
                 try:
-                    for key, blob in zip(item.message.objects, mine, strict=True):
-                        if isinstance(blob, ObjectMissingError):
-                            raise PermanentFailureError(f"missing object: {blob}")
+                    for key, blob in zip(objects, blobs[start:end], strict=True):
                         if isinstance(blob, Exception):
+                            if isinstance(blob, ObjectMissingError):
+                                raise PermanentFailureError(f"missing object: {blob}")
                             raise blob
                         try:
                             samples = self.decode(blob)
@@ -250,7 +250,7 @@ class ConsumerWorker:
                             raise PermanentFailureError(
                                 f"undecodable object: {key}: {exc}"
                             ) from exc
-                        item.samples.extend((key, sample) for sample in samples)
+                        item.samples += [(key, sample) for sample in samples]
                     ready.append(item)
                 except PermanentFailureError as exc:
                     failed.append((item, str(exc), True))
@@ -284,16 +284,20 @@ class ConsumerWorker:
 
     def _predict(self, work: list[_Work]) -> None:
         """One model call per batch of same-shaped inputs across all messages."""
-        by_shape: dict[tuple[int, ...], list[tuple[_Work, int]]] = {}
+        # shape -> the (message, sample index) of each input of that shape, and the inputs
+        by_shape: dict[tuple[int, ...], tuple[list[tuple[_Work, int]], list[Any]]] = {}
         for item in work:
             for index, (_, sample) in enumerate(item.samples):
-                by_shape.setdefault(sample.shape, []).append((item, index))
-        for members in by_shape.values():
+                group = by_shape.get(sample.shape)
+                if group is None:
+                    group = by_shape[sample.shape] = ([], [])
+                group[0].append((item, index))
+                group[1].append(sample)
+        for members, inputs in by_shape.values():
             for start in range(0, len(members), self.options.batch_size):
                 chunk = members[start : start + self.options.batch_size]
-                batch = np.stack([item.samples[index][1] for item, index in chunk])
                 metrics.BATCH_SIZE.observe(len(chunk))
-                predictions = self.predict(batch)
+                predictions = self.predict(np.stack(inputs[start : start + len(chunk)]))
                 for (item, index), prediction in zip(chunk, predictions, strict=True):
                     item.predictions[index] = prediction
 

@@ -30,12 +30,20 @@ def as_rows(data: bytes) -> list[list[int]]:
         np.arange(12, dtype=np.float32).reshape(3, 4),
         np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),  # numpy's own parser
         np.array(3.5),
+        np.linspace(0, 1, 64),  # one dimension: no reshape
+        np.zeros((0, 3), dtype=np.uint8),
     ],
 )
 def test_npy_round_trips(array: np.ndarray[Any, Any]) -> None:
     [decoded] = make_decoder("npy")(_npy(array))
     assert decoded.dtype == array.dtype
     np.testing.assert_array_equal(decoded, array)
+
+
+def test_a_truncated_npy_is_refused_not_read_short() -> None:
+    data = _npy(np.arange(64, dtype=np.float64))
+    with pytest.raises(ValueError):
+        make_decoder("npy")(data[:-8])
 
 
 def test_image_decodes_to_rgb_pixels() -> None:
