@@ -77,7 +77,9 @@ def encode_result(
             "operation": message.operation,
             "data": message.raw,
             "model": model,
-            "results": [{"object": key, "predictions": values} for key, values in predictions],
+            "results": [{"object": key, "predictions": values} for key, values in predictions]
+            if len(predictions) != 1  # else the common case, without a list comprehension
+            else [{"object": predictions[0][0], "predictions": predictions[0][1]}],
         },
         fallback=_plain,
     )

@@ -236,10 +236,10 @@ class ConsumerWorker:
         end = 0
         with _stage("decode"):
             for item in work:
-                objects = item.message.objects
-                start, end = end, end + len(objects)
+                start, end = end, end + len(item.message.objects)
                 try:
-                    for key, blob in zip(objects, blobs[start:end], strict=True):
+                    for position in range(start, end):
+                        key, blob = keys[position], blobs[position]
                         if isinstance(blob, Exception):
                             if isinstance(blob, ObjectMissingError):
                                 raise PermanentFailureError(f"missing object: {blob}")
@@ -250,7 +250,10 @@ class ConsumerWorker:
                             raise PermanentFailureError(
                                 f"undecodable object: {key}: {exc}"
                             ) from exc
-                        item.samples += [(key, sample) for sample in samples]
+                        if len(samples) == 1:  # the common case, without a list comprehension
+                            item.samples.append((key, samples[0]))
+                        else:
+                            item.samples += [(key, sample) for sample in samples]
                     ready.append(item)
                 except PermanentFailureError as exc:
                     failed.append((item, str(exc), True))
