@@ -8,6 +8,8 @@
 #   seaweedfs.sh stop STATE_DIR   stop it by pid
 # Every listener gets an explicit free port (weed's defaults would collide between sessions and
 # its gRPC ports default to http+10000); telemetry, WebDAV and the admin UI are off.
+# SEAWEEDFS_S3_PORT, when set, is the S3 port; starting again in a STATE_DIR it ran in before keeps
+# its objects and credentials (tests that take the store away and bring it back).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NAME=seaweedfs
@@ -42,9 +44,14 @@ do_start() {
   mkdir -p "$state_dir/data"
   state_dir=$(cd "$state_dir" && pwd)
   weed=$(weed_binary)
-  key="mlyard$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  s3=$(free_port)
+  if [ -f "$state_dir/$NAME.env" ]; then  # a restart: the same credentials
+    key=$(sed -n 's/^AWS_ACCESS_KEY_ID=//p' "$state_dir/$NAME.env")
+    secret=$(sed -n 's/^AWS_SECRET_ACCESS_KEY=//p' "$state_dir/$NAME.env")
+  else
+    key="mlyard$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  fi
+  s3=${SEAWEEDFS_S3_PORT:-$(free_port)}
   AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret setsid "$weed" mini \
     -dir="$state_dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.telemetry=false -webdav=false -admin.ui=false \

@@ -50,7 +50,7 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-def _s3_filesystem(url: str, endpoint_url: str | None, region: str | None) -> Any:
+def s3_filesystem(url: str, endpoint_url: str | None, region: str | None) -> Any:
     import fsspec
 
     client_kwargs: dict[str, Any] = {}
@@ -91,7 +91,7 @@ class ArtifactStore:
             self._root = str(Path(url.removeprefix("file://")).expanduser().resolve())
             self.url = self._root
         else:
-            self._fs = _s3_filesystem(url, endpoint_url, region)
+            self._fs = s3_filesystem(url, endpoint_url, region)
             self._root = url.removeprefix("s3://").rstrip("/")
             self.url = f"s3://{self._root}"
 
@@ -301,7 +301,7 @@ def read_uri(uri: str, *, endpoint_url: str | None = None) -> bytes:
     """One document by full URI (a path, ``file://`` or ``s3://``)."""
     if not uri.startswith("s3://"):
         return _read_local(uri)
-    filesystem = _s3_filesystem(uri, endpoint_url, None)
+    filesystem = s3_filesystem(uri, endpoint_url, None)
     path = uri.removeprefix("s3://")
     try:
         return bytes(filesystem.cat_file(path))

@@ -3,18 +3,50 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
-from mlyard.artifacts.store import KEY_PATTERN, ArtifactStore
-from mlyard.errors import ArtifactError
+from mlyard.artifacts.store import KEY_PATTERN, ArtifactStore, s3_filesystem
+from mlyard.errors import ArtifactError, BackendError
 from mlyard.settings import Settings
 
 
 class ObjectMissingError(LookupError):
     """A message names an object that does not exist: dead-lettered, never retried."""
+
+
+class ObjectStoreUnavailableError(BackendError):
+    """The object store cannot be reached: no message's fault, so none is dead-lettered or
+    charged an attempt; the worker waits for the store as it does for its broker."""
+
+
+@contextmanager
+def _outage_when_unreachable(store: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if _unreachable(exc):
+            raise ObjectStoreUnavailableError(
+                f"The object store {store} cannot be reached: {exc}"
+            ) from exc
+        raise
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """A connection that failed or timed out, here or as the cause of a wrapped error."""
+    botocore = sys.modules.get("botocore.exceptions")  # only ever loaded with s3fs
+    network: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    if botocore is not None:
+        network += (botocore.ConnectionError, botocore.HTTPClientError)
+    while exc is not None:
+        if isinstance(exc, network):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 class ObjectFetcher:
@@ -57,18 +89,22 @@ class ObjectFetcher:
         return results
 
     def fetch(self, key: str) -> bytes:
-        """One object's bytes; ``ObjectMissingError`` when it does not exist."""
+        """One object's bytes; ``ObjectMissingError`` when it does not exist,
+        ``ObjectStoreUnavailableError`` when its store cannot be reached."""
         if key.startswith("s3://"):
-            return self._fetch_s3(key)
+            with _outage_when_unreachable("s3://" + key.split("/", 3)[2]):
+                return self._fetch_s3(key)
         if key.startswith("sha256:"):
             try:
-                return self.store.get_bytes(key)
+                with _outage_when_unreachable(self.store.url):
+                    return self.store.get_bytes(key)
             except ArtifactError as exc:
                 raise ObjectMissingError(f"object {key} is not in the artifact store") from exc
         if self.store.is_local:
             return self._read_local_key(key)
         try:
-            return self.store.read_key(key)
+            with _outage_when_unreachable(self.store.url):
+                return self.store.read_key(key)
         except FileNotFoundError as exc:
             raise ObjectMissingError(f"object {key!r} is not in the artifact store") from exc
         except ArtifactError as exc:  # a key that would leave the store: never retried
@@ -95,12 +131,9 @@ class ObjectFetcher:
     def _fetch_s3(self, uri: str) -> bytes:
         with self._s3_lock:  # one client for all fetch threads
             if self._s3 is None:
-                import s3fs
-
-                client_kwargs = {}
-                if self.settings.storage.endpoint_url:
-                    client_kwargs["endpoint_url"] = self.settings.storage.endpoint_url
-                self._s3 = s3fs.S3FileSystem(client_kwargs=client_kwargs)
+                # The artifact store's settings: its endpoint, region and short timeouts.
+                storage = self.settings.storage
+                self._s3 = s3_filesystem(uri, storage.endpoint_url, storage.region)
         try:
             return bytes(self._s3.cat_file(uri.removeprefix("s3://")))
         except FileNotFoundError as exc:

@@ -27,7 +27,7 @@ import numpy as np
 from mlyard.consumers import metrics
 from mlyard.consumers.base import AtomicCompletion, Delivery, Sink, Source
 from mlyard.consumers.decoders import Decoder
-from mlyard.consumers.fetch import ObjectFetcher, ObjectMissingError
+from mlyard.consumers.fetch import ObjectFetcher, ObjectMissingError, ObjectStoreUnavailableError
 from mlyard.consumers.messages import (
     EventMessage,
     MalformedMessageError,
@@ -128,8 +128,12 @@ class ConsumerWorker:
                 self._refresh_lag()
                 backoff = 0.5
             except BackendError as error:
-                # Unacknowledged messages come back after the broker's visibility timeout.
-                logger.warning("broker unavailable, retrying in %.1f s: %s", backoff, error)
+                # The broker or the object store is away. Unacknowledged messages come back
+                # after the broker's visibility timeout; a batch the store failed is released.
+                away = (
+                    "object store" if isinstance(error, ObjectStoreUnavailableError) else "broker"
+                )
+                logger.warning("%s unavailable, retrying in %.1f s: %s", away, backoff, error)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -158,8 +162,15 @@ class ConsumerWorker:
     def process(self, deliveries: Sequence[Delivery]) -> None:
         """Handle one batch to the end: results or dead letters published, then acknowledged
         (or released for a retry). Raises ``BackendError`` when the sink cannot publish; the
-        batch is then left unacknowledged and comes back after the visibility timeout."""
-        self._complete(self._prepare(deliveries))
+        batch is then left unacknowledged and comes back after the visibility timeout; and
+        ``ObjectStoreUnavailableError`` when the object store cannot be reached: the batch is
+        then released at once, no message dead-lettered for it."""
+        try:
+            outcome = self._prepare(deliveries)
+        except ObjectStoreUnavailableError:
+            self.source.release(deliveries)
+            raise
+        self._complete(outcome)
 
     def _prepare(self, deliveries: Sequence[Delivery]) -> _Outcome:
         """Everything but the broker calls: parse, fetch, decode, predict, encode."""
@@ -231,6 +242,9 @@ class ConsumerWorker:
         keys = [key for item in work for key in item.message.objects]
         with _stage("fetch"):
             blobs = self.fetcher.fetch_all(keys)
+        for blob in blobs:
+            if isinstance(blob, ObjectStoreUnavailableError):
+                raise blob
         ready: list[_Work] = []
         failed: list[tuple[_Work, str, bool]] = []
         end = 0

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlyard.consumers.fetch import ObjectFetcher, ObjectMissingError
+from mlyard.consumers.fetch import ObjectFetcher, ObjectMissingError, ObjectStoreUnavailableError
+from mlyard.errors import ArtifactError
 from mlyard.settings import load_settings
 
 
@@ -34,3 +35,32 @@ def test_missing_and_invalid_keys_are_errors_in_place(fetcher: ObjectFetcher) ->
     assert isinstance(results[2], ObjectMissingError) and "not a valid object key" in str(
         results[2]
     )
+
+
+def _artifact_error_from(cause: Exception) -> ArtifactError:
+    try:
+        raise ArtifactError("Reading failed") from cause
+    except ArtifactError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        (ConnectionRefusedError("refused"), ObjectStoreUnavailableError),
+        (TimeoutError("timed out"), ObjectStoreUnavailableError),
+        (FileNotFoundError("gone"), ObjectMissingError),
+    ],
+)
+def test_a_store_out_of_reach_is_an_outage_not_a_missing_object(
+    fetcher: ObjectFetcher,
+    monkeypatch: pytest.MonkeyPatch,
+    cause: Exception,
+    expected: type[Exception],
+) -> None:
+    def get_bytes(digest: str) -> bytes:
+        raise _artifact_error_from(cause)
+
+    monkeypatch.setattr(fetcher.store, "get_bytes", get_bytes)
+    [result] = fetcher.fetch_all(["sha256:" + "0" * 64])
+    assert type(result) is expected
