@@ -133,3 +133,36 @@ def test_several_pipelines_without_a_name(tmp_path: Path) -> None:
     )
     _fails_cleanly("run", str(path), expected="several pipelines: a, b")
     _fails_cleanly("run", str(tmp_path / "nothing_here.py"), expected="No pipeline file")
+
+
+def test_consume_refuses_at_start_what_it_cannot_reach_or_find(tmp_path: Path) -> None:
+    queue = f"sqlite:///{tmp_path / 'queue.db'}"
+    embedded = ("--source", f"{queue}?topic=in", "--sink", f"{queue}?topic=out")
+    _fails_cleanly(
+        "consume",
+        *("--source", "redis://127.0.0.1:9/0?stream=in&group=g"),
+        *("--sink", "redis://127.0.0.1:9/0?stream=out", "--model", "noop"),
+        expected="Redis at redis://127.0.0.1:9/0?stream=in&group=g is not reachable",
+    )
+    _fails_cleanly(
+        "consume",
+        *embedded,
+        "--model",
+        "noop",
+        expected="Could not reach the S3 endpoint http://127.0.0.1:9",
+        code=1,
+        env={
+            "MLYARD_STORAGE__ARTIFACTS": "s3://bucket/x",
+            "MLYARD_STORAGE__ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+        },
+    )
+    _fails_cleanly(
+        "consume",
+        *embedded,
+        "--model",
+        "models:/nope@champion",
+        expected="Cannot resolve 'models:/nope@champion'",
+        code=3,
+    )
