@@ -30,6 +30,10 @@ class Delivery:
 class Source(Protocol):
     """Where messages come from; one instance per worker process (a group member)."""
 
+    #: Seconds a delivery stays with this consumer; unacknowledged by then, it is delivered
+    #: again (to any member of the group).
+    visibility: float
+
     def check_reachable(self) -> None:
         """Raise ``ConfigError`` naming the URL and the fix when the broker cannot be used."""
 

@@ -14,6 +14,11 @@ BATCH_SIZE = Histogram(
 )
 STAGE_SECONDS = Histogram("mlyard_consumer_stage_seconds", "Time per stage of a batch.", ["stage"])
 LAG = Gauge("mlyard_consumer_lag", "Messages waiting for the consumer group.")
+OVERDUE_BATCHES = Counter(
+    "mlyard_consumer_overdue_batches_total",
+    "Batches that took longer than the source's visibility: their messages may have been "
+    "delivered again to another worker.",
+)
 
 
 def serve_metrics(port: int) -> None:

@@ -165,12 +165,24 @@ class ConsumerWorker:
         batch is then left unacknowledged and comes back after the visibility timeout; and
         ``ObjectStoreUnavailableError`` when the object store cannot be reached: the batch is
         then released at once, no message dead-lettered for it."""
+        started = time.monotonic()
         try:
             outcome = self._prepare(deliveries)
         except ObjectStoreUnavailableError:
             self.source.release(deliveries)
             raise
         self._complete(outcome)
+        elapsed = time.monotonic() - started
+        if elapsed > self.source.visibility:
+            metrics.OVERDUE_BATCHES.inc()
+            logger.warning(
+                "a batch of %d messages took %.1f s, longer than the source's visibility of "
+                "%g s: other workers may have received them again. Set visibility=SECONDS in "
+                "the source URL above the slowest batch, or lower --batch-size.",
+                len(deliveries),
+                elapsed,
+                self.source.visibility,
+            )
 
     def _prepare(self, deliveries: Sequence[Delivery]) -> _Outcome:
         """Everything but the broker calls: parse, fetch, decode, predict, encode."""

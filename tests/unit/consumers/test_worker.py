@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from mlyard.consumers.decoders import make_decoder
 from mlyard.consumers.fetch import ObjectFetcher
@@ -173,6 +176,25 @@ def test_the_lag_is_asked_once_a_second_not_once_a_batch(tmp_path: Path) -> None
     timer.cancel()
     assert len(harness.drain("out")) == 160
     assert 1 <= len(asked) <= 2
+
+
+def test_a_batch_slower_than_the_visibility_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def slow(batch: np.ndarray[Any, Any]) -> list[Any]:
+        time.sleep(1.2)  # the harness's source has visibility=1
+        return [0] * len(batch)
+
+    harness = Harness(tmp_path, predict=slow)
+    harness.publish({"id": "a", "objects": [harness.put_object("a.npy", np.zeros(2))]})
+    overdue = "mlyard_consumer_overdue_batches_total"
+    before = REGISTRY.get_sample_value(overdue) or 0.0
+    with caplog.at_level(logging.WARNING, logger="mlyard.consumers.worker"):
+        harness.run_once()
+    assert REGISTRY.get_sample_value(overdue) == before + 1
+    assert "longer than the source's visibility of 1 s" in caplog.text
+    assert "visibility=SECONDS" in caplog.text
+    assert len(harness.drain("out")) == 1
 
 
 def test_object_keys_cannot_escape_the_store(tmp_path: Path) -> None:

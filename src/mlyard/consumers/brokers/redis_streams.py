@@ -117,7 +117,8 @@ class RedisStreamSource:
         self.stream = url.option("stream")
         self.group = url.option("group")
         self.consumer_name = consumer_name
-        self.visibility_ms = int(float(url.options.get("visibility", "30")) * 1000)
+        self.visibility = float(url.options.get("visibility", "30"))
+        self.visibility_ms = int(self.visibility * 1000)
         self._redis = _RedisCaller(url)
         self._group_ready = False
 
