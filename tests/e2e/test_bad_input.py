@@ -72,6 +72,15 @@ def test_unstorable_output(tmp_path: Path) -> None:
     assert "lock" in output.lower()
 
 
+#: An artifact store on an S3 endpoint where nothing listens.
+UNREACHABLE_S3_STORE = {
+    "MLYARD_STORAGE__ARTIFACTS": "s3://bucket/x",
+    "MLYARD_STORAGE__ENDPOINT_URL": "http://127.0.0.1:9",
+    "AWS_ACCESS_KEY_ID": "x",
+    "AWS_SECRET_ACCESS_KEY": "y",
+}
+
+
 def test_unreachable_mlflow_and_s3() -> None:
     _fails_cleanly(
         "run",
@@ -85,12 +94,7 @@ def test_unreachable_mlflow_and_s3() -> None:
         QUICKSTART,
         expected="http://127.0.0.1:9",
         code=1,
-        env={
-            "MLYARD_STORAGE__ARTIFACTS": "s3://bucket/x",
-            "MLYARD_STORAGE__ENDPOINT_URL": "http://127.0.0.1:9",
-            "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "y",
-        },
+        env=UNREACHABLE_S3_STORE,
     )
 
 
@@ -151,12 +155,7 @@ def test_consume_refuses_at_start_what_it_cannot_reach_or_find(tmp_path: Path) -
         "noop",
         expected="Could not reach the S3 endpoint http://127.0.0.1:9",
         code=1,
-        env={
-            "MLYARD_STORAGE__ARTIFACTS": "s3://bucket/x",
-            "MLYARD_STORAGE__ENDPOINT_URL": "http://127.0.0.1:9",
-            "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "y",
-        },
+        env=UNREACHABLE_S3_STORE,
     )
     _fails_cleanly(
         "consume",
