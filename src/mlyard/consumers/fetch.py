@@ -37,11 +37,16 @@ def _outage_when_unreachable(store: str) -> Iterator[None]:
 
 
 def _unreachable(exc: BaseException | None) -> bool:
-    """A connection that failed or timed out, here or as the cause of a wrapped error."""
+    """No connection could be made, here or as the cause of a wrapped error.
+
+    Only a failure to connect: a read that times out or breaks off is charged to its message
+    like any other retryable failure, so that one object too slow to read ends in the dead
+    letters instead of holding back every batch it is in.
+    """
     botocore = sys.modules.get("botocore.exceptions")  # only ever loaded with s3fs
-    network: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    if botocore is not None:
-        network += (botocore.ConnectionError, botocore.HTTPClientError)
+    network: tuple[type[BaseException], ...] = (ConnectionRefusedError,)
+    if botocore is not None:  # refused, unresolvable, connect timeout, proxy, TLS
+        network += (botocore.ConnectionError,)
     while exc is not None:
         if isinstance(exc, network):
             return True
@@ -99,6 +104,9 @@ class ObjectFetcher:
                 with _outage_when_unreachable(self.store.url):
                     return self.store.get_bytes(key)
             except ArtifactError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+                    raise  # a read that failed: retried like any other failure
                 raise ObjectMissingError(f"object {key} is not in the artifact store") from exc
         if self.store.is_local:
             return self._read_local_key(key)

@@ -48,11 +48,12 @@ def _artifact_error_from(cause: Exception) -> ArtifactError:
     ("cause", "expected"),
     [
         (ConnectionRefusedError("refused"), ObjectStoreUnavailableError),
-        (TimeoutError("timed out"), ObjectStoreUnavailableError),
         (FileNotFoundError("gone"), ObjectMissingError),
+        # A read that breaks off is the message's retry, not an outage.
+        (ConnectionResetError("reset"), ArtifactError),
     ],
 )
-def test_a_store_out_of_reach_is_an_outage_not_a_missing_object(
+def test_a_store_that_refuses_connections_is_an_outage_not_a_missing_object(
     fetcher: ObjectFetcher,
     monkeypatch: pytest.MonkeyPatch,
     cause: Exception,
