@@ -80,6 +80,19 @@ def format_size(num_bytes: int | None) -> str:
     return f"{num_bytes}B"
 
 
+def format_duration(seconds: float) -> str:
+    """A duration for people, as ``parse_duration`` reads it: ``1h30m``, ``90s``, ``0.5s``."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    total = round(seconds)
+    parts = []
+    for unit, factor in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, factor)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
 ByteSize = Annotated[int | None, BeforeValidator(parse_size)]
 Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
 

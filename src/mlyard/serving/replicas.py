@@ -95,18 +95,29 @@ def serve(spec: ReplicaSpec, *, workers: int, gpus: float) -> int:
 
 
 def lease_devices(
-    gpus: float, replicas: int, *, requester: str = "Each model server replica"
+    gpus: float,
+    replicas: int,
+    *,
+    requester: str = "Each model server replica",
+    home: Path | None = None,
 ) -> tuple[list[dict[str, str]], Callable[[], None]]:
-    """One environment per replica (its ``CUDA_VISIBLE_DEVICES``) and a function releasing all."""
+    """One environment per replica (its ``CUDA_VISIBLE_DEVICES``) and a function releasing all.
+
+    The leases are the machine's shared ones (under ``home``, default the settings' home), so
+    steps of ``mlyard run`` and other servers or consumers never get the same GPU.
+    """
     if gpus <= 0:
         # No GPU asked for: hide GPUs so frameworks stay on CPU.
         return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(replicas)], lambda: None
     from mlyard.backends.local.gpu_allocator import GpuAllocator
+    from mlyard.backends.local.gpu_leases import lease_file_of
     from mlyard.models.resources import Resources
     from mlyard.platform.gpu_inventory import discover_gpus
+    from mlyard.settings import load_settings
 
     request = Resources(gpus=gpus)
-    allocator = GpuAllocator(discover_gpus())
+    lease_file = lease_file_of(home or load_settings().home)
+    allocator = GpuAllocator(discover_gpus(), lease_file=lease_file)
     allocator.check_satisfiable(
         request,
         requester=requester,

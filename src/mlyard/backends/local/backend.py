@@ -8,6 +8,7 @@ orchestrator re-attaches to steps that kept running instead of starting them aga
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
 from mlyard.backends.local import fork_server
 from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
+from mlyard.backends.local.gpu_leases import LeaseHolder, lease_file_of
 from mlyard.backends.local.jobs import JobFiles, LocalJob
 from mlyard.backends.local.preloads import libraries_to_preload
 from mlyard.backends.local.processes import (
@@ -32,16 +34,34 @@ from mlyard.backends.local.processes import (
 )
 from mlyard.errors import ConfigError, ResourceError
 from mlyard.models.backends import JobHandle, JobState, JobStatus
-from mlyard.models.resources import Resources, format_size, parse_size
+from mlyard.models.resources import Resources, format_duration, format_size, parse_size
 from mlyard.platform.gpu_inventory import discover_gpus
 from mlyard.runtime.announce import JOB_JOURNAL_VARIABLE
 from mlyard.settings import BackendProfile, Settings
 
 
 class LocalBackend(Backend):
+    """Steps as processes on this machine, sharing its CPUs, memory and GPUs."""
+
+    # memory is a reservation here (steps wait until it is free), not a cap on the process.
     capabilities = frozenset(
-        {Capability.FRACTIONAL_GPU, Capability.GPU_TYPE, Capability.LOG_FOLLOW}
+        {
+            Capability.FRACTIONAL_GPU,
+            Capability.GPU_TYPE,
+            Capability.GPU_MEMORY,
+            Capability.TIME_LIMIT,
+            Capability.LAUNCHER_TORCHRUN,
+            Capability.SERVICES,
+            Capability.LOG_FOLLOW,
+        }
     )
+    capability_hints = {
+        Capability.MULTI_NODE: "This machine is one node: use nodes=1, or a multi-node backend "
+        "(a slurm or kubernetes profile, --backend NAME).",
+        Capability.LAUNCHER_RAY: "On one machine, drop launcher='ray' and call ray.init() in "
+        "the step (it starts Ray in-process); launcher='ray' boots a cluster across the nodes "
+        "of a slurm profile.",
+    }
 
     def __init__(
         self, name: str, profile: BackendProfile, settings: Settings, store: ArtifactStore
@@ -58,7 +78,8 @@ class LocalBackend(Backend):
         self._fork_server: fork_server.ForkServer | None = None
         self.total_cpus = float(extra.get("cpus") or os.cpu_count() or 1)
         self.total_memory = parse_size(extra.get("memory")) or psutil.virtual_memory().total
-        self.allocator = GpuAllocator(discover_gpus)  # NVML only once a step wants a GPU
+        # NVML only once a step wants a GPU; leases shared with `mlyard serve` and `consume`.
+        self.allocator = GpuAllocator(discover_gpus, lease_file=lease_file_of(settings.home))
         self.jobs = JobFiles(settings.home / "local" / "jobs")
         self.logs_dir = settings.home / "logs"
         #: Jobs waiting for capacity, by job id, in submission order (FIFO with backfill).
@@ -149,6 +170,12 @@ class LocalBackend(Backend):
             time.sleep(0.2)
 
     def _check_resources(self, resources: Resources) -> None:
+        if resources.launcher == "torchrun" and importlib.util.find_spec("torch") is None:
+            raise ResourceError(
+                "The step asks for launcher='torchrun', but PyTorch is not installed in the "
+                f"environment that runs local steps ({sys.executable}).",
+                hint="Install torch there (pip install torch), or drop launcher='torchrun'.",
+            )
         if resources.cpus > self.total_cpus:
             raise ResourceError(
                 f"The step asks for {resources.cpus:g} CPUs; this machine has {self.total_cpus:g}.",
@@ -220,6 +247,7 @@ class LocalBackend(Backend):
         if self.store.endpoint_url:
             arguments += ["--endpoint-url", self.store.endpoint_url]
         self.jobs.write(job, "starting")
+        job.started_at = time.time()
         server = self._fork_server
         if job.resources.launcher == "torchrun":
             # One machine: torchrun's standalone rendezvous, one rank per leased GPU; every
@@ -249,6 +277,7 @@ class LocalBackend(Backend):
             job.process = start_process(command, environment=environment, log_path=job.log_path)
         self._running[job.job_id] = job
         if job.process is not None:
+            self._hold_lease(job)
             self.jobs.write(job, "running")
 
     def _adopt_forked(self, job: LocalJob, timeout: float = 0.0) -> bool:
@@ -269,6 +298,7 @@ class LocalBackend(Backend):
             return False
         job.process = StepProcess(pid=pid, create_time=server.create_time(pid), fork_server=server)
         job.forked_by = None
+        self._hold_lease(job)
         self.jobs.write(job, "running")
         return True
 
@@ -278,10 +308,23 @@ class LocalBackend(Backend):
                 continue  # forked, but the server has not named the pid yet
             assert job.process is not None
             code = job.process.exit_code()
+            if code is None and self._past_time_limit(job):
+                job.timed_out = True
+                stop_process_group(job.process)
+                code = job.process.exit_code()
             if code is None:
                 continue
             if job.cancelled:
                 status = JobStatus(state=JobState.CANCELLED, reason="cancelled")
+            elif job.timed_out:
+                assert job.resources.time_limit is not None
+                status = JobStatus(
+                    state=JobState.FAILED,
+                    exit_code=code,
+                    reason="TIMEOUT: the step exceeded its time limit of "
+                    f"{format_duration(job.resources.time_limit)}; raise "
+                    "Resources(time_limit=...)",
+                )
             elif code == 0:
                 status = JobStatus(state=JobState.SUCCEEDED, exit_code=0)
             elif code == -1 and job.process.adopted:
@@ -298,6 +341,22 @@ class LocalBackend(Backend):
                 status = JobStatus(state=JobState.FAILED, exit_code=code, reason=f"exit {code}")
             del self._running[job.job_id]
             self._finish(job, status)
+
+    def _hold_lease(self, job: LocalJob) -> None:
+        """The step's process holds its GPU lease too, so the lease outlives a killed
+        orchestrator for as long as the step runs on the devices."""
+        if job.lease is not None and job.lease.device_indices and job.process is not None:
+            self.allocator.hold_for(
+                job.job_id, LeaseHolder(job.process.pid, job.process.create_time)
+            )
+
+    def _past_time_limit(self, job: LocalJob) -> bool:
+        limit = job.resources.time_limit
+        return (
+            limit is not None
+            and job.started_at is not None
+            and (time.time() - job.started_at > limit)
+        )
 
     def _finish(self, job: LocalJob, status: JobStatus) -> None:
         self.allocator.release(job.job_id)
@@ -358,6 +417,7 @@ class LocalBackend(Backend):
             self._finish(job, JobStatus(state=JobState.SUCCEEDED, reason="ended while detached"))
             return
         job.process = process
+        job.started_at = process.create_time or None
         lease_data = document.get("lease")
         if lease_data is not None:
             job.lease = GpuLease(
@@ -366,7 +426,7 @@ class LocalBackend(Backend):
                 share=lease_data["share"],
                 memory_bytes=lease_data["memory_bytes"],
             )
-            self.allocator.restore(job.lease)
+            self.allocator.restore(job.lease, LeaseHolder(process.pid, process.create_time))
         self._running[job_id] = job
 
 

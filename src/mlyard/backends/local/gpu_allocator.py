@@ -7,6 +7,10 @@ for whole-GPU steps. A step sees only its devices through ``CUDA_VISIBLE_DEVICES
 
 Shares are bookkeeping, not isolation: nothing stops a step from using more than its share of a
 device (MPS or MIG would, and are outside this module).
+
+Given a lease file (``gpu_leases.FileLeases``), every decision is made on the leases of every
+mlyard process of the machine, so ``mlyard run``, ``mlyard serve`` and ``mlyard consume`` running
+at once never hand out the same GPU; without one, leases are this allocator's alone.
 """
 
 from __future__ import annotations
@@ -14,48 +18,29 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from mlyard.backends.local.gpu_leases import (
+    FileLeases,
+    GpuLease,
+    HeldLease,
+    LeaseBook,
+    LeaseHolder,
+    MemoryLeases,
+)
 from mlyard.errors import ResourceError
 from mlyard.models.resources import Resources, format_size
 from mlyard.platform.gpu_inventory import GpuDevice
+
+__all__ = ["GpuAllocator", "GpuLease", "LeaseHolder"]
 
 logger = logging.getLogger(__name__)
 
 # Shares are floats (three steps of 0.1 …); tolerate rounding when adding them up.
 _SHARE_TOLERANCE = 1e-9
 _GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class GpuLease:
-    """The devices one step holds, and how much of each."""
-
-    lease_id: str
-    device_indices: tuple[int, ...]
-    share: float  # fraction of each device held: 1.0 for whole GPUs
-    memory_bytes: int | None  # GPU memory reserved per device when gpu_memory was asked
-
-    @property
-    def cuda_visible_devices(self) -> str:
-        """The value of ``CUDA_VISIBLE_DEVICES`` for this lease: ``"0,1"``, or ``""``."""
-        return ",".join(str(index) for index in self.device_indices)
-
-    def environment(self) -> dict[str, str]:
-        """Environment variables that confine the step to its devices."""
-        environment = {"CUDA_VISIBLE_DEVICES": self.cuda_visible_devices}
-        if self.device_indices:
-            # Our indices are NVML's, which follow PCI bus order; CUDA numbers devices fastest
-            # first unless told otherwise, so without this "1" could name another GPU.
-            environment["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        if 0 < self.share < 1:
-            environment["MLYARD_GPU_SHARE"] = f"{self.share:g}"
-            # PYTORCH_CUDA_ALLOC_CONF is deliberately left alone: it holds no memory cap (the
-            # cap is torch.cuda.set_per_process_memory_fraction, a call in the step's code), and
-            # overwriting it would drop allocator settings the user chose. Steps and helpers
-            # read MLYARD_GPU_SHARE to apply the fraction themselves.
-        return environment
 
 
 @dataclass
@@ -72,16 +57,24 @@ class _DeviceUse:
 
 
 class GpuAllocator:
-    """Leases the GPUs of one machine to steps; safe to call from several threads."""
+    """Leases the GPUs of one machine to steps; safe to call from several threads and, with a
+    lease file, from several processes."""
 
-    def __init__(self, devices: Sequence[GpuDevice] | Callable[[], Sequence[GpuDevice]]) -> None:
+    def __init__(
+        self,
+        devices: Sequence[GpuDevice] | Callable[[], Sequence[GpuDevice]],
+        *,
+        lease_file: Path | None = None,
+    ) -> None:
         """``devices``, or a function that lists them: called the first time a GPU request
-        needs the inventory, so CPU-only runs never load NVML."""
+        needs the inventory, so CPU-only runs never load NVML. ``lease_file`` shares the
+        leases with every process using the same file (see ``gpu_leases.lease_file_of``)."""
         self._discover = devices if callable(devices) else (lambda: devices)
         self._devices: tuple[GpuDevice, ...] | None = None
         self._by_index: dict[int, GpuDevice] = {}
-        self._use: dict[int, _DeviceUse] = {}
-        self._leases: dict[str, GpuLease] = {}
+        self._book: LeaseBook = FileLeases(lease_file) if lease_file else MemoryLeases()
+        #: Leases this allocator handed out or restored (CPU-only ones never reach the book).
+        self._own: dict[str, GpuLease] = {}
         self._lock = threading.RLock()
 
     @property
@@ -90,7 +83,6 @@ class GpuAllocator:
             if self._devices is None:
                 self._devices = tuple(self._discover())
                 self._by_index = {device.index: device for device in self._devices}
-                self._use = {device.index: _DeviceUse() for device in self._devices}
             return self._devices
 
     def describe(self) -> str:
@@ -130,48 +122,57 @@ class GpuAllocator:
         """Lease devices for ``resources`` now, or ``None`` when they are busy.
 
         Idempotent: leasing the same ``lease_id`` again returns the lease it already holds.
-        Never blocks; call ``check_satisfiable`` first to tell "busy" from "impossible".
+        Never blocks beyond the lease file's lock; call ``check_satisfiable`` first to tell
+        "busy" from "impossible". The lease is held by this process until released.
         """
         with self._lock:
-            existing = self._leases.get(lease_id)
+            existing = self._own.get(lease_id)
             if existing is not None:
                 return existing
             if resources.gpus == 0 and resources.gpu_memory is None:
-                lease: GpuLease | None = GpuLease(lease_id, (), 0.0, None)
-            elif resources.gpus >= 1:
-                lease = self._lease_whole(lease_id, resources)
-            else:
-                lease = self._lease_share(lease_id, resources)
+                # No device, so nothing another process could collide with: no file access.
+                self._own[lease_id] = GpuLease(lease_id, (), 0.0, None)
+                return self._own[lease_id]
+            self.devices  # noqa: B018 - read the inventory before taking the file's lock
+            with self._book.open() as leases:
+                held = leases.get(lease_id)
+                if held is not None:
+                    lease: GpuLease | None = held.lease
+                else:
+                    use = self._use_of(leases.values())
+                    if resources.gpus >= 1:
+                        lease = self._lease_whole(lease_id, resources, use)
+                    else:
+                        lease = self._lease_share(lease_id, resources, use)
+                    if lease is not None:
+                        leases[lease_id] = HeldLease(lease, (LeaseHolder.current(),))
             if lease is not None:
-                self._register(lease)
+                self._own[lease_id] = lease
             return lease
 
     def release(self, lease_id: str) -> None:
         """Give the devices of ``lease_id`` back; releasing an unknown lease does nothing."""
         with self._lock:
-            lease = self._leases.pop(lease_id, None)
-            if lease is None:
+            lease = self._own.pop(lease_id, None)
+            if lease is not None and not lease.device_indices:
                 return
-            for index in lease.device_indices:
-                use = self._use.get(index)
-                if use is None or lease_id not in use.lease_ids:
-                    continue
-                use.lease_ids.discard(lease_id)
-                use.share = max(0.0, use.share - lease.share)
-                use.memory_bytes = max(0, use.memory_bytes - self._reserved_memory(lease, index))
-                if use.is_free:  # drop float residue so the device counts as whole again
-                    use.share, use.memory_bytes = 0.0, 0
+            with self._book.open() as leases:
+                leases.pop(lease_id, None)
 
-    def restore(self, lease: GpuLease) -> None:
+    def restore(self, lease: GpuLease, holder: LeaseHolder | None = None) -> None:
         """Re-register a lease a running step still holds, after an orchestrator restart.
 
         The step is already running on those devices, so the lease is recorded even when it
         over-commits them; devices this machine no longer has are ignored with a warning.
+        This process and ``holder`` (the step's process) hold it from now on.
         """
         with self._lock:
-            if lease.lease_id in self._leases:
+            if lease.lease_id in self._own:
                 return
-            known = {device.index for device in self.devices} if lease.device_indices else set()
+            self._own[lease.lease_id] = lease
+            if not lease.device_indices:
+                return
+            known = {device.index for device in self.devices}
             missing = [index for index in lease.device_indices if index not in known]
             if missing:
                 logger.warning(
@@ -179,19 +180,35 @@ class GpuAllocator:
                     lease.lease_id,
                     missing,
                 )
-            self._register(lease)
+            with self._book.open() as leases:
+                held = leases.get(lease.lease_id) or HeldLease(lease, ())
+                held = held.held_also_by(LeaseHolder.current())
+                leases[lease.lease_id] = held if holder is None else held.held_also_by(holder)
+
+    def hold_for(self, lease_id: str, holder: LeaseHolder) -> None:
+        """Keep ``lease_id`` while ``holder`` runs too (the step process using the devices), so
+        the lease outlives this process when it is killed and the step goes on."""
+        with self._lock:
+            lease = self._own.get(lease_id)
+            if lease is None or not lease.device_indices:
+                return
+            with self._book.open() as leases:
+                held = leases.get(lease_id)
+                if held is not None:
+                    leases[lease_id] = held.held_also_by(holder)
 
     # -- internals (called with the lock held) --------------------------------------------
 
-    def _register(self, lease: GpuLease) -> None:
-        self._leases[lease.lease_id] = lease
-        for index in lease.device_indices:
-            use = self._use.get(index)
-            if use is None:
-                continue
-            use.lease_ids.add(lease.lease_id)
-            use.share += lease.share
-            use.memory_bytes += self._reserved_memory(lease, index)
+    def _use_of(self, leases: Iterable[HeldLease]) -> dict[int, _DeviceUse]:
+        """What is leased on each device of this machine."""
+        use = {device.index: _DeviceUse() for device in self.devices}
+        for held in leases:
+            for index in held.lease.device_indices:
+                if index in use:
+                    use[index].lease_ids.add(held.lease.lease_id)
+                    use[index].share += held.lease.share
+                    use[index].memory_bytes += self._reserved_memory(held.lease, index)
+        return use
 
     def _reserved_memory(self, lease: GpuLease, index: int) -> int:
         """Memory a lease holds on a device: what it asked, else its share of the device."""
@@ -209,8 +226,10 @@ class GpuAllocator:
             and (resources.gpu_memory is None or device.memory_total_bytes >= resources.gpu_memory)
         ]
 
-    def _lease_whole(self, lease_id: str, resources: Resources) -> GpuLease | None:
-        free = [device for device in self._candidates(resources) if self._use[device.index].is_free]
+    def _lease_whole(
+        self, lease_id: str, resources: Resources, use: dict[int, _DeviceUse]
+    ) -> GpuLease | None:
+        free = [device for device in self._candidates(resources) if use[device.index].is_free]
         if len(free) < resources.whole_gpus:
             return None
         # Smallest fitting devices first, so larger ones stay free for requests that need them.
@@ -218,20 +237,22 @@ class GpuAllocator:
         chosen = sorted(device.index for device in free[: resources.whole_gpus])
         return GpuLease(lease_id, tuple(chosen), 1.0, resources.gpu_memory)
 
-    def _lease_share(self, lease_id: str, resources: Resources) -> GpuLease | None:
+    def _lease_share(
+        self, lease_id: str, resources: Resources, use: dict[int, _DeviceUse]
+    ) -> GpuLease | None:
         best: tuple[float, int, float] | None = None  # (share left after, index, share)
         for device in self._candidates(resources):
             share = _share_on(device, resources)
-            use = self._use[device.index]
+            used = use[device.index]
             memory = (
                 resources.gpu_memory
                 if resources.gpu_memory is not None
                 else int(share * device.memory_total_bytes)
             )
-            share_left = 1.0 - use.share - share
+            share_left = 1.0 - used.share - share
             fits = (
                 share_left >= -_SHARE_TOLERANCE
-                and use.memory_bytes + memory <= device.memory_total_bytes
+                and used.memory_bytes + memory <= device.memory_total_bytes
             )
             # Best fit: the device left fullest, so fractional steps pack onto few devices.
             if fits and (best is None or (share_left, device.index) < best[:2]):

@@ -39,6 +39,10 @@ class LocalJob:
     forked_by: fork_server.ForkServer | None = None
     lease: GpuLease | None = None
     cancelled: bool = False
+    #: When the step's process started (epoch seconds), for Resources.time_limit.
+    started_at: float | None = None
+    #: Stopped by this backend for running past Resources.time_limit.
+    timed_out: bool = False
 
     def state_document(self, phase: str, status: JobStatus | None = None) -> dict[str, Any]:
         """What a restarted orchestrator needs to know about the job in ``phase``."""

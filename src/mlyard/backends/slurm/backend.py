@@ -25,11 +25,11 @@ from mlyard.backends.slurm.accounting import (
     parse_squeue,
 )
 from mlyard.backends.slurm.environment import ensure_environment
+from mlyard.backends.slurm.gpus import GPU_MEMORY_HINT, gpu_request
 from mlyard.backends.slurm.profile import load_slurm_profile
 from mlyard.backends.slurm.scripts import (
     SETUP_FAILED_EXIT,
     JobScript,
-    gres_option,
     job_name,
     render_job_script,
 )
@@ -54,6 +54,13 @@ _LOG_TAIL_LINES = 20
 class SlurmBackend(Backend):
     """Steps as SLURM batch jobs, reached over SSH or on the login node itself."""
 
+    capability_hints = {
+        Capability.FRACTIONAL_GPU: "Ask for a whole GPU (gpus=1), or set gres_shard = true in "
+        "the profile if the site configures a `shard` GRES.",
+        Capability.GPU_MEMORY: GPU_MEMORY_HINT,
+        Capability.SERVICES: "SLURM runs pipeline steps only: serve or consume on this "
+        "machine (the local backend) or on a kubernetes profile.",
+    }
     # squeue about every second at first, backing off to 30 s; job ends are seen sooner through
     # wait_for_change, which watches the jobs' done markers on the login node (no SLURM query).
     poll_interval = (1.0, 30.0)
@@ -63,9 +70,18 @@ class SlurmBackend(Backend):
     ) -> None:
         super().__init__(name, profile, settings, store)
         self.slurm = load_slurm_profile(name, profile)
-        capabilities = {Capability.MULTI_NODE, Capability.GPU_TYPE, Capability.LOG_FOLLOW}
+        capabilities = {
+            Capability.MULTI_NODE,
+            Capability.GPU_TYPE,
+            Capability.TIME_LIMIT,
+            Capability.LAUNCHER_TORCHRUN,
+            Capability.LAUNCHER_RAY,
+            Capability.LOG_FOLLOW,
+        }
         if self.slurm.gres_shard:
             capabilities.add(Capability.FRACTIONAL_GPU)
+        if self.slurm.gpu_types:
+            capabilities.add(Capability.GPU_MEMORY)
         self.capabilities = frozenset(capabilities)
         self._shell: ClusterShell | None = None
         self._workdir: str | None = None
@@ -350,7 +366,9 @@ class SlurmBackend(Backend):
     # --- resources --------------------------------------------------------------------------------
 
     def _check_resources(self, resources: Resources) -> None:
-        gres_option(resources, self.slurm)  # refuses fractional GPUs without a shard GRES
+        # What the capabilities cannot say: a GPU model the profile does not list, a shard
+        # whose model cannot be picked by node feature.
+        gpu_request(resources, self.slurm)
 
 
 def _shell_path(path: str) -> str:

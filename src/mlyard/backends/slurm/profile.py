@@ -4,15 +4,44 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlyard.errors import ConfigError
+from mlyard.models.resources import parse_size
 from mlyard.settings import BackendProfile
 
 _HOST_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-\[\]]+$")
 _SBATCH_LINE = re.compile(r"^--?[A-Za-z]")
+
+
+class SlurmGpuType(BaseModel):
+    """One GPU model of the site, so that gpu_type and gpu_memory can be honoured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        description="The GRES type of these GPUs in the site's gres.conf, e.g. 'a100'.",
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+    )
+    memory: Annotated[int, BeforeValidator(parse_size)] = Field(
+        description="Memory of one such GPU, e.g. '80GB'."
+    )
+    feature: str | None = Field(
+        default=None,
+        description="Node feature of the nodes with these GPUs (`sinfo -o '%N %f'`), for "
+        "--constraint; needed to pick the model of a fractional (shard) request.",
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+    )
 
 
 class SlurmProfile(BaseModel):
@@ -68,6 +97,11 @@ class SlurmProfile(BaseModel):
     )
     shards_per_gpu: int = Field(
         default=4, ge=1, description="How many shards the site configures per GPU."
+    )
+    gpu_types: list[SlurmGpuType] = Field(
+        default_factory=list,
+        description="The site's GPU models with their memory (and node feature): lets steps "
+        "ask for gpu_memory, and for gpu_type on a shard.",
     )
     extra_sbatch: list[str] = Field(
         default_factory=list, description="Extra sbatch options, e.g. '--constraint=v100'."

@@ -7,9 +7,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mlyard.backends.slurm.gpus import constraint_options, gpu_request
 from mlyard.backends.slurm.launchers import launch_lines
 from mlyard.backends.slurm.profile import SlurmProfile
-from mlyard.errors import ResourceError
 from mlyard.models.resources import Resources
 
 #: Exit status of a job whose setup lines failed; the backend shows their output then.
@@ -39,23 +39,6 @@ def format_memory(num_bytes: int) -> str:
     return f"{max(1, math.ceil(num_bytes / 1024**2))}M"
 
 
-def gres_option(resources: Resources, profile: SlurmProfile) -> str | None:
-    """``--gres`` for the GPU request: whole GPUs, or shards of one when the site has them."""
-    if resources.gpus == 0:
-        return None
-    if resources.is_fractional_gpu:
-        if not profile.gres_shard:
-            raise ResourceError(
-                f"This SLURM profile cannot share a GPU (gpus={resources.gpus:g}).",
-                hint="Ask for a whole GPU (gpus=1), or set gres_shard = true in the profile "
-                "if the site configures a `shard` GRES.",
-            )
-        shards = max(1, math.ceil(resources.gpus * profile.shards_per_gpu))
-        return f"--gres=shard:{shards}"
-    kind = f"gpu:{resources.gpu_type}" if resources.gpu_type else "gpu"
-    return f"--gres={kind}:{resources.whole_gpus}"
-
-
 def sbatch_options(
     resources: Resources, profile: SlurmProfile, *, name: str, log_path: str
 ) -> list[str]:
@@ -75,10 +58,10 @@ def sbatch_options(
         options.append(f"--mem={format_memory(resources.memory)}")
     if resources.time_limit is not None:
         options.append(f"--time={format_time_limit(resources.time_limit)}")
-    gres = gres_option(resources, profile)
-    if gres:
-        options.append(gres)
-    options.extend(profile.extra_sbatch)
+    gpus = gpu_request(resources, profile)
+    if gpus.gres:
+        options.append(gpus.gres)
+    options.extend(constraint_options(gpus.features, profile.extra_sbatch))
     return options
 
 
