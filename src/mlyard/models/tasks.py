@@ -92,6 +92,10 @@ class LoggedModel(BaseModel):
     name: str = Field(description="Registered model name.")
     flavor: str = Field(description="MLflow flavour: sklearn, pytorch, pyfunc, …")
     artifact: ArtifactRef
+    input_example: ArtifactRef | None = Field(
+        default=None,
+        description="A few rows of the model's input, from which its MLflow signature is inferred.",
+    )
     registered_version: str | None = None
 
 

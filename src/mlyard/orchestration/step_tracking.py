@@ -103,7 +103,13 @@ class StepTracking:
                 make_importable(ensure_code_package(self.artifacts, run.code_digest))
                 for model in result.models:
                     model_object = load_value(self.artifacts, model.artifact)
-                    version = self.tracker.log_model(mlflow_id, model, model_object)
+                    example = model.input_example
+                    version = self.tracker.log_model(
+                        mlflow_id,
+                        model,
+                        model_object,
+                        None if example is None else load_value(self.artifacts, example),
+                    )
                     versions.append(
                         ModelVersionRow(
                             step_run_id=record.row.id,

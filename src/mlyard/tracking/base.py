@@ -37,8 +37,15 @@ class Tracker(Protocol):
         """Log a finished step's parameters, metrics and usage together, in as few requests as
         the store allows (one for a usual step)."""
 
-    def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
-        """Log ``model_object`` with its MLflow flavour and register a version; returns it."""
+    def log_model(
+        self,
+        mlflow_run_id: str,
+        model: LoggedModel,
+        model_object: object,
+        input_example: object = None,
+    ) -> str:
+        """Log ``model_object`` with its MLflow flavour and its signature (inferred from
+        ``input_example`` when given) and register a version; returns it."""
 
     def end_run(self, mlflow_run_id: str, status: str) -> None:
         """Close a run: ``FINISHED``, ``FAILED`` or ``KILLED``."""

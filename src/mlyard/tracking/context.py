@@ -17,12 +17,15 @@ from mlyard.errors import PipelineDefinitionError
 from mlyard.models.tasks import ArtifactRef, LoggedModel, MetricRecord
 
 SaveModel = Callable[[object], ArtifactRef]
+#: Rows of an input example kept (and stored in the model): enough to show the input's form.
+MAX_EXAMPLE_ROWS = 5
 
 
 @dataclass
 class StepLog:
     """The buffer one step attempt logs into."""
 
+    #: Stores a model (or its input example) in the artifact store.
     save_model: SaveModel
     #: Called with every metric as it is logged (live logging to MLflow), when set.
     on_metric: Callable[[MetricRecord], None] | None = None
@@ -82,11 +85,19 @@ def log_params(params: Mapping[str, Any]) -> None:
     _active("log_params").params.update({k: str(v) for k, v in params.items()})
 
 
-def log_model(model: object, name: str, flavor: str | None = None) -> None:
+def log_model(
+    model: object, name: str, flavor: str | None = None, *, input_example: object = None
+) -> None:
     """Log ``model`` with its MLflow flavour and register a new version under ``name``.
 
     The model is stored in the artifact store from the step; the orchestrator logs it to MLflow
     and registers it, so this works where the compute side cannot reach the tracking server.
+
+    ``input_example`` (a numpy array, a pandas DataFrame or a dict of named numpy arrays; a
+    torch tensor is taken as its array) gives the model its MLflow signature: MLflow runs the
+    model on it and records the inputs' and outputs' names, types and shapes. Only its first
+    ``MAX_EXAMPLE_ROWS`` rows are kept, and stored in the model. Without one, a scikit-learn
+    model's signature comes from the model itself (see ``mlyard.tracking.signatures``).
     """
     step_log = _active("log_model")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -95,9 +106,50 @@ def log_model(model: object, name: str, flavor: str | None = None) -> None:
             hint="Use letters, digits, '-', '_' or '.', e.g. log_model(clf, 'digits-classifier').",
         )
     chosen = flavor or guess_flavor(model)
+    example = None if input_example is None else small_example(input_example)
     step_log.models.append(
-        LoggedModel(name=name, flavor=chosen, artifact=step_log.save_model(model))
+        LoggedModel(
+            name=name,
+            flavor=chosen,
+            artifact=step_log.save_model(model),
+            input_example=None if example is None else step_log.save_model(example),
+        )
     )
+
+
+def small_example(example: object) -> object:
+    """The first ``MAX_EXAMPLE_ROWS`` rows of an input example, in a form MLflow takes; a
+    ``PipelineDefinitionError`` for anything else."""
+    if _is_torch_tensor(example):
+        example = example.detach().cpu().numpy()  # type: ignore[attr-defined]
+    if isinstance(example, dict) and example and all(isinstance(k, str) for k in example):
+        return {key: _first_rows(value, key) for key, value in example.items()}
+    return _first_rows(example, None)
+
+
+def _first_rows(value: object, key: str | None) -> object:
+    module = type(value).__module__.split(".")[0]
+    if _is_torch_tensor(value):
+        value = value.detach().cpu().numpy()  # type: ignore[attr-defined]
+        module = "numpy"
+    shape = getattr(value, "shape", None)
+    if module in ("numpy", "pandas") and isinstance(shape, tuple) and shape and shape[0] > 0:
+        if module == "pandas":
+            return value.iloc[:MAX_EXAMPLE_ROWS].copy()  # type: ignore[attr-defined]
+        return value[:MAX_EXAMPLE_ROWS].copy()  # type: ignore[index]
+    where = f"input_example[{key!r}]" if key is not None else "input_example"
+    raise PipelineDefinitionError(
+        f"log_model's {where} is a {type(value).__name__}"
+        + (f" of shape {shape}" if isinstance(shape, tuple) else "")
+        + ", which cannot describe a model's input.",
+        hint="Pass a few rows of what the model's predict() takes: a numpy array or a pandas "
+        "DataFrame with at least one row, or a dict of named numpy arrays, e.g. "
+        "input_example=x_test[:5].",
+    )
+
+
+def _is_torch_tensor(value: object) -> bool:
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
 
 
 def guess_flavor(model: object) -> str:

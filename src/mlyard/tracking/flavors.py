@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from mlyard.errors import TrackingError
+from mlyard.tracking.signatures import signature_from_model
 
 SUPPORTED_FLAVORS = ("sklearn", "pytorch", "xgboost", "lightgbm", "pyfunc")
 PYFUNC_FLAVOR = "python_function"
@@ -39,20 +41,27 @@ def save_model_locally(
     artifact_path: str,
     run_id: str,
     model_id: str,
+    input_example: object = None,
 ) -> SavedModel:
     """Save ``model_object`` at ``path`` (which must not exist) with the MLflow ``flavor``.
 
     ``artifact_path``, ``run_id`` and ``model_id`` are written to its MLmodel file, as
-    ``mlflow.<flavor>.log_model`` would. Raises ``TrackingError`` for an unknown or
-    uninstalled flavour, or an object the flavour cannot save.
+    ``mlflow.<flavor>.log_model`` would. With ``input_example`` MLflow stores it in the model
+    and infers the signature by running the model on it; without, the signature is what the
+    model itself says (``signatures.signature_from_model``), if anything. Raises
+    ``TrackingError`` for an unknown or uninstalled flavour, or an object the flavour cannot
+    save.
     """
     from mlflow.models import Model
 
     mlflow_model = Model(
         artifact_path=artifact_path, run_id=run_id, model_uuid=model_id, model_id=model_id
     )
+    # With an example MLflow infers the signature (signature=None asks it to).
+    signature = None if input_example is not None else signature_from_model(flavor, model_object)
+    signature_arguments = {"input_example": input_example, "signature": signature}
     if flavor == "sklearn":
-        _save_sklearn(model_object, path, mlflow_model)
+        _save_sklearn(model_object, path, mlflow_model, signature_arguments)
     elif flavor == "pytorch":
         import mlflow.pytorch
 
@@ -67,9 +76,10 @@ def save_model_locally(
                 serialization_format="pickle",
                 code_paths=user_code_paths(model_object) or None,
                 pip_requirements=_pinned("torch", "cloudpickle"),
+                **signature_arguments,
             )
     elif flavor in ("xgboost", "lightgbm"):
-        _save_boosted(flavor, model_object, path, mlflow_model)
+        _save_boosted(flavor, model_object, path, mlflow_model, signature_arguments)
     elif flavor == "pyfunc":
         import mlflow.pyfunc
 
@@ -86,6 +96,7 @@ def save_model_locally(
             mlflow_model=mlflow_model,
             code_paths=user_code_paths(model_object) or None,
             pip_requirements=_pinned("cloudpickle"),
+            **signature_arguments,
         )
     else:
         raise TrackingError(
@@ -129,7 +140,9 @@ def native_flavor(model_directory: Path) -> str:
     return native[0] if native else PYFUNC_FLAVOR
 
 
-def _save_sklearn(model_object: object, path: Path, mlflow_model: object) -> None:
+def _save_sklearn(
+    model_object: object, path: Path, mlflow_model: object, signature_arguments: dict[str, Any]
+) -> None:
     """skops (MLflow 3's safe default) when the model is made of library types only, trusting
     those it flags (trees, for one); cloudpickle for models holding the user's own classes,
     which skops cannot load safely either."""
@@ -144,6 +157,7 @@ def _save_sklearn(model_object: object, path: Path, mlflow_model: object) -> Non
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=library_types or None,
             pip_requirements=_pinned("scikit-learn", "skops"),
+            **signature_arguments,
         )
     else:
         mlflow.sklearn.save_model(
@@ -152,6 +166,7 @@ def _save_sklearn(model_object: object, path: Path, mlflow_model: object) -> Non
             mlflow_model=mlflow_model,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             pip_requirements=_pinned("scikit-learn", "cloudpickle"),
+            **signature_arguments,
         )
 
 
@@ -170,7 +185,13 @@ def _skops_library_types(model_object: object) -> list[str] | None:
     return None
 
 
-def _save_boosted(flavor: str, model_object: object, path: Path, mlflow_model: object) -> None:
+def _save_boosted(
+    flavor: str,
+    model_object: object,
+    path: Path,
+    mlflow_model: object,
+    signature_arguments: dict[str, Any],
+) -> None:
     import importlib
 
     try:
@@ -182,7 +203,11 @@ def _save_boosted(flavor: str, model_object: object, path: Path, mlflow_model: o
             hint=f"pip install {flavor} in the environment that runs the pipeline.",
         ) from exc
     module.save_model(
-        model_object, str(path), mlflow_model=mlflow_model, pip_requirements=_pinned(flavor)
+        model_object,
+        str(path),
+        mlflow_model=mlflow_model,
+        pip_requirements=_pinned(flavor),
+        **signature_arguments,
     )
 
 

@@ -244,9 +244,16 @@ class MlflowTracker:
             pending_metrics = pending_metrics[len(batch_metrics) :]
 
     @_wrapped("log and register the model")
-    def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
+    def log_model(
+        self,
+        mlflow_run_id: str,
+        model: LoggedModel,
+        model_object: object,
+        input_example: object = None,
+    ) -> str:
         """Log ``model_object`` as an MLflow 3 LoggedModel of run ``mlflow_run_id`` and
-        register it as a new version of ``model.name``; returns the version.
+        register it as a new version of ``model.name``; returns the version. Its signature is
+        inferred from ``input_example`` (stored in the model too) or from the model itself.
 
         This does with the client what ``mlflow.<flavor>.log_model`` does with the fluent API
         (which needs a global tracking URI and an active run): save the model locally with its
@@ -274,6 +281,7 @@ class MlflowTracker:
                     artifact_path=logged.artifact_location,
                     run_id=mlflow_run_id,
                     model_id=logged.model_id,
+                    input_example=input_example,
                 )
                 client.log_model_artifacts(logged.model_id, str(saved.path))
         except BaseException:

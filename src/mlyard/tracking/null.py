@@ -36,7 +36,13 @@ class NullTracker:
     ) -> None:
         return None
 
-    def log_model(self, mlflow_run_id: str, model: LoggedModel, model_object: object) -> str:
+    def log_model(
+        self,
+        mlflow_run_id: str,
+        model: LoggedModel,
+        model_object: object,
+        input_example: object = None,
+    ) -> str:
         return NO_VERSION
 
     def end_run(self, mlflow_run_id: str, status: str) -> None:
