@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 BACKEND_TYPES: dict[str, str] = {
     "local": "mlyard.backends.local.backend:LocalBackend",
     "slurm": "mlyard.backends.slurm.backend:SlurmBackend",
+    "kubernetes": "mlyard.backends.kubernetes.backend:KubernetesBackend",
 }
+#: The pip extra of a backend type, where it is not named like the type.
+BACKEND_EXTRAS: dict[str, str] = {"kubernetes": "k8s"}
 
 
 def create_backend(name: str, settings: Settings, store: ArtifactStore) -> Backend:
@@ -58,7 +61,8 @@ def _backend_class(name: str, backend_type: str) -> type[Backend]:
     except ImportError as exc:
         raise ConfigError(
             f"Backend type {backend_type!r} needs an optional dependency: {exc.name}.",
-            hint=f"Install it with: pip install 'mlyard[{backend_type}]'",
+            hint="Install it with: pip install "
+            f"'mlyard[{BACKEND_EXTRAS.get(backend_type, backend_type)}]'",
         ) from exc
     backend_class: type[Backend] = getattr(module, class_name)
     return backend_class

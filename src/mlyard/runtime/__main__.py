@@ -18,12 +18,18 @@ from mlyard.errors import MlyardError
 from mlyard.models.tasks import TaskSpec
 from mlyard.runtime.announce import announce_process, set_process_name
 from mlyard.runtime.execute import run_task, run_worker_rank, worker_rank
+from mlyard.runtime.stored_log import LOG_DOCUMENT, StoredLog
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlyard.runtime")
     parser.add_argument("task_uri", help="URI of the task document (task.json).")
     parser.add_argument("--endpoint-url", default=None, help="S3 endpoint of the store.")
+    parser.add_argument(
+        "--store-log",
+        action="store_true",
+        help="Also keep the attempt's stdout and stderr in the store (tasks/<attempt>/log.txt).",
+    )
     return parser
 
 
@@ -36,10 +42,10 @@ def prepare_for_fork() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return execute(args.task_uri, endpoint_url=args.endpoint_url)
+    return execute(args.task_uri, endpoint_url=args.endpoint_url, store_log=args.store_log)
 
 
-def execute(task_uri: str, *, endpoint_url: str | None = None) -> int:
+def execute(task_uri: str, *, endpoint_url: str | None = None, store_log: bool = False) -> int:
     """Run the attempt whose task document is at ``task_uri``; returns the exit status.
 
     The local fork server calls this directly (no argument parsing in a forked step)."""
@@ -49,7 +55,13 @@ def execute(task_uri: str, *, endpoint_url: str | None = None) -> int:
         store = ArtifactStore(spec.artifact_store, endpoint_url=endpoint_url)
         if worker_rank() != 0:
             return run_worker_rank(spec, store)
-        result = run_task(spec, store)
+        log = StoredLog() if store_log else None
+        try:
+            result = run_task(spec, store)
+        finally:
+            stored = log.finish() if log is not None else b""
+            if stored:  # an attempt that had ended already printed nothing: keep its log
+                store.write_document(spec.attempt_id, LOG_DOCUMENT, stored)
     except MlyardError as error:
         print(f"mlyard runtime: {error}", file=sys.stderr)
         return 2
