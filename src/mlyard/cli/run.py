@@ -57,6 +57,11 @@ def register(app: typer.Typer) -> None:
         backend: str | None = typer.Option(None, "--backend", "-b", help="Backend profile."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
         as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="Print the manifests a Kubernetes backend would apply (YAML); run nothing.",
+        ),
     ) -> None:
         """Run a pipeline and wait for it; exit code 0 only when it succeeded."""
         from mlyard.backends.registry import warm_up_backend
@@ -72,6 +77,11 @@ def register(app: typer.Typer) -> None:
         from mlyard.services.runs import Workspace, execute_run, prepare_run
 
         loaded = load_pipeline_file(path, name)
+        if dry_run:
+            from mlyard.services.dry_runs import dry_run_manifests
+
+            print(dry_run_manifests(settings, loaded, params, backend_name=backend), end="")
+            return
         workspace = Workspace.open(settings)
         try:
             run_id, chosen = prepare_run(
