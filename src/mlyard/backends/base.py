@@ -40,8 +40,9 @@ class Capability(StrEnum):
     - ``TIME_LIMIT``: an attempt running past ``time_limit`` is ended and fails, saying so.
     - ``LAUNCHER_TORCHRUN``: ``launcher="torchrun"`` runs the step under ``torchrun``, one rank
       per GPU on every node (rank 0 writes the result).
-    - ``LAUNCHER_RAY``: ``launcher="ray"`` boots a Ray cluster over the step's nodes and runs
-      the step as its driver (``RAY_ADDRESS`` set).
+    - ``LAUNCHER_RAY``: ``launcher="ray"`` runs the step as the driver of a Ray cluster over
+      its nodes, which the step's ``ray.init()`` attaches to (on one machine, ``ray.init()``
+      starting Ray there is that cluster).
     - ``SERVICES``: long-running model servers and event consumers (``mlyard serve``,
       ``mlyard consume``) run there; callers check it with ``Backend.require``.
     - ``LOG_FOLLOW``: ``logs(handle, follow=True)`` keeps yielding lines until the job ends.

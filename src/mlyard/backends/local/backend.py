@@ -51,6 +51,8 @@ class LocalBackend(Backend):
             Capability.GPU_MEMORY,
             Capability.TIME_LIMIT,
             Capability.LAUNCHER_TORCHRUN,
+            # One node: the step's own ray.init() starts Ray here, as a driver would attach.
+            Capability.LAUNCHER_RAY,
             Capability.SERVICES,
             Capability.LOG_FOLLOW,
         }
@@ -58,9 +60,6 @@ class LocalBackend(Backend):
     capability_hints = {
         Capability.MULTI_NODE: "This machine is one node: use nodes=1, or a multi-node backend "
         "(a slurm or kubernetes profile, --backend NAME).",
-        Capability.LAUNCHER_RAY: "On one machine, drop launcher='ray' and call ray.init() in "
-        "the step (it starts Ray in-process); launcher='ray' boots a cluster across the nodes "
-        "of a slurm profile.",
     }
 
     def __init__(
