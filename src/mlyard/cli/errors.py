@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-from mlyard.cli.output import err_console
+from mlyard.cli.output import err_console, styled
 from mlyard.errors import MlyardError
 
 P = ParamSpec("P")
@@ -28,7 +28,8 @@ def set_debug(enabled: bool) -> None:
 
 
 def report_error(error: MlyardError) -> None:
-    err_console.print(f"[bold red]Error:[/] {error.message}", soft_wrap=True)
+    """Print ``error`` on stderr exactly as written: its message, then its hint if it has one."""
+    err_console.print(styled(("Error:", "bold red"), " ", error.message), soft_wrap=True)
     if error.hint:
         err_console.print(error.hint, soft_wrap=True)
 
@@ -46,7 +47,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
             report_error(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]Interrupted.[/]")
+            err_console.print(styled(("Interrupted.", "yellow")))
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper

@@ -1,4 +1,11 @@
-"""Terminal output shared by every command: one Rich console, JSON for scripts."""
+"""Terminal output shared by every command: one Rich console, JSON for scripts.
+
+Both consoles print text exactly as given: Rich markup (``[bold]…[/]``) and emoji codes
+(``:name:``) are off, because most of what the CLI prints was not written by it (error messages
+with ``[backends.NAME]`` or ``pip install 'mlyard[s3]'``, step errors, parameters, paths, model
+names, log lines) and Rich would silently swallow anything that looks like a tag. Style goes in
+``rich.text.Text`` objects (see ``styled``), which never parse their content.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,15 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and ``(text, style)`` pairs; no part is read as markup."""
+    return Text.assemble(*parts)
 
 
 def _default(value: object) -> Any:

@@ -11,7 +11,7 @@ from rich.live import Live
 
 from mlyard.cli.errors import handle_errors
 from mlyard.cli.lifecycle import settle_after_start_up
-from mlyard.cli.output import console, emit_json
+from mlyard.cli.output import console, emit_json, styled
 from mlyard.cli.views import run_summary, run_tree
 from mlyard.models.runs import RunView
 
@@ -89,7 +89,12 @@ def register(app: typer.Typer) -> None:
             )
             if not as_json:
                 console.print(
-                    f"[dim]run[/] [bold]{run_id}[/] of {loaded.pipeline.name} on {chosen.name}"
+                    styled(
+                        ("run", "dim"),
+                        " ",
+                        (run_id, "bold"),
+                        f" of {loaded.pipeline.name} on {chosen.name}",
+                    )
                 )
             settle_after_start_up()
             view = run_with_live_view(
