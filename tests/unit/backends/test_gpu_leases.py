@@ -273,3 +273,16 @@ def test_an_unreadable_lease_file_is_ignored_with_a_warning(
     assert lease is not None and lease.device_indices == (0,)
     assert "unreadable GPU lease file" in caplog.text
     assert list(json.loads(lease_file.read_text())["leases"]) == ["a"]
+
+
+def test_leasing_an_id_another_allocator_holds_returns_that_lease(tmp_path: Path) -> None:
+    lease_file = lease_file_of(tmp_path)
+    first = GpuAllocator([a10(0), a10(1)], lease_file=lease_file)
+    lease = first.try_lease("step", Resources(gpus=1))
+    again = GpuAllocator([a10(0), a10(1)], lease_file=lease_file).try_lease(
+        "step", Resources(gpus=1)
+    )
+    assert again == lease  # idempotent across allocators: no second device
+    assert GpuAllocator([a10(0), a10(1)], lease_file=lease_file).try_lease(
+        "next", Resources(gpus=1)
+    ) == GpuLease("next", (1,), 1.0, None)

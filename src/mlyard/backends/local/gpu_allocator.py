@@ -136,7 +136,8 @@ class GpuAllocator:
             self.devices  # noqa: B018 - read the inventory before taking the file's lock
             with self._book.open() as leases:
                 held = leases.get(lease_id)
-                if held is not None:
+                if held is not None:  # taken by an earlier process for the same purpose
+                    leases[lease_id] = held.held_also_by(LeaseHolder.current())
                     lease: GpuLease | None = held.lease
                 else:
                     use = self._use_of(leases.values())
@@ -151,10 +152,11 @@ class GpuAllocator:
             return lease
 
     def release(self, lease_id: str) -> None:
-        """Give the devices of ``lease_id`` back; releasing an unknown lease does nothing."""
+        """Give the devices of ``lease_id`` back; releasing an unknown lease does nothing (one
+        another process took is dropped once its holders exit)."""
         with self._lock:
             lease = self._own.pop(lease_id, None)
-            if lease is not None and not lease.device_indices:
+            if lease is None or not lease.device_indices:
                 return
             with self._book.open() as leases:
                 leases.pop(lease_id, None)
