@@ -205,7 +205,7 @@ class ClusterApi:
             path = self._collection("Node", namespaced=False)
             answer = self.call("GET", path, verb="list nodes", resource="nodes")
         except BackendError as error:
-            if getattr(error.__cause__, "status", None) in (401, 403):
+            if getattr(error.__cause__, "status", None) == 403:
                 return None
             raise
         items: list[Manifest] = answer.get("items") or []

@@ -105,6 +105,7 @@ class KubernetesBackend(Backend):
         self._nodes_read_at = float("-inf")
         self._nodes_readable = True
         self._checked_secret = False
+        self._checked_namespace = False
         self._finished: dict[str, JobStatus] = {}
         self._cancelled: set[str] = set()
         self._manifests: dict[str, str] = {}
@@ -203,6 +204,7 @@ class KubernetesBackend(Backend):
     # --- resources --------------------------------------------------------------------------
 
     def _check_resources(self, resources: Resources) -> None:
+        self._check_namespace()
         self._check_secret()
         placement = self.placement(resources)
         nodes = self.node_inventory()
@@ -224,6 +226,30 @@ class KubernetesBackend(Backend):
         )
         refuse_unless_some_node_fits(nodes, needs, resources.describe())
 
+    def _check_namespace(self) -> None:
+        """The namespace exists (once per backend; skipped where RBAC hides namespaces: a
+        create in a missing one is refused with the same message)."""
+        if self._checked_namespace:
+            return
+        try:
+            self.api.call(
+                "GET",
+                f"/api/v1/namespaces/{self.k8s.namespace}",
+                verb="get",
+                resource="namespaces",
+            )
+        except BackendError as error:
+            status = getattr(error.__cause__, "status", None)
+            if status == 404:
+                raise ConfigError(
+                    f"The namespace {self.k8s.namespace!r} does not exist on {self.api.server}.",
+                    hint=f"Create it (`kubectl create namespace {self.k8s.namespace}`) or set "
+                    f"namespace in [backends.{self.name}].",
+                ) from error
+            if status != 403:
+                raise
+        self._checked_namespace = True
+
     def _check_secret(self) -> None:
         """The credentials Secret exists (once per backend; skipped where RBAC hides Secrets:
         the pod then fails with CreateContainerConfigError, naming it)."""
@@ -231,7 +257,7 @@ class KubernetesBackend(Backend):
         if secret is None or self._checked_secret:
             return
         try:
-            found = self.api.call(
+            self.api.call(
                 "GET",
                 f"/api/v1/namespaces/{self.k8s.namespace}/secrets/{secret}",
                 verb="get",
@@ -239,7 +265,7 @@ class KubernetesBackend(Backend):
             )
         except BackendError as error:
             status = getattr(error.__cause__, "status", None)
-            if status == 404 and "namespaces" not in str(getattr(error.__cause__, "body", "")):
+            if status == 404:
                 raise ConfigError(
                     f"The Secret {secret!r} (artifact_credentials_secret of backend "
                     f"{self.name!r}) does not exist in namespace {self.k8s.namespace!r}.",
@@ -247,10 +273,8 @@ class KubernetesBackend(Backend):
                     f"{secret} --from-literal=AWS_ACCESS_KEY_ID=... "
                     "--from-literal=AWS_SECRET_ACCESS_KEY=...",
                 ) from error
-            if status not in (401, 403):
+            if status != 403:
                 raise
-            found = None
-        del found
         self._checked_secret = True
 
     # --- submit -----------------------------------------------------------------------------
