@@ -29,6 +29,7 @@ from mlyard.backends.local.gpu_leases import (
     LeaseBook,
     LeaseHolder,
     MemoryLeases,
+    drop_exited,
 )
 from mlyard.errors import ResourceError
 from mlyard.models.resources import Resources, format_size
@@ -140,11 +141,9 @@ class GpuAllocator:
                     leases[lease_id] = held.held_also_by(LeaseHolder.current())
                     lease: GpuLease | None = held.lease
                 else:
-                    use = self._use_of(leases.values())
-                    if resources.gpus >= 1:
-                        lease = self._lease_whole(lease_id, resources, use)
-                    else:
-                        lease = self._lease_share(lease_id, resources, use)
+                    lease = self._place(lease_id, resources, leases)
+                    if lease is None and drop_exited(leases):
+                        lease = self._place(lease_id, resources, leases)
                     if lease is not None:
                         leases[lease_id] = HeldLease(lease, (LeaseHolder.current(),))
             if lease is not None:
@@ -200,6 +199,14 @@ class GpuAllocator:
                     leases[lease_id] = held.held_also_by(holder)
 
     # -- internals (called with the lock held) --------------------------------------------
+
+    def _place(
+        self, lease_id: str, resources: Resources, leases: dict[str, HeldLease]
+    ) -> GpuLease | None:
+        use = self._use_of(leases.values())
+        if resources.gpus >= 1:
+            return self._lease_whole(lease_id, resources, use)
+        return self._lease_share(lease_id, resources, use)
 
     def _use_of(self, leases: Iterable[HeldLease]) -> dict[int, _DeviceUse]:
         """What is leased on each device of this machine."""

@@ -5,8 +5,8 @@ other's leases, two of them hand out the same device or overfill a shared one. T
 one JSON file (``$MLYARD_HOME/local/gpu-leases.json``), read and rewritten under an exclusive
 ``flock`` on a lock file beside it, so every decision is made on the machine's current leases.
 A lease names the processes holding it, by pid and start time as the jobs journal does (pids get
-reused): a lease whose holders have all exited is dropped at the next read, so a process that
-was killed never keeps a GPU.
+reused): when a request does not fit, the leases whose holders have all exited are dropped and
+it is tried again, so a process that was killed never keeps a GPU.
 """
 
 from __future__ import annotations
@@ -101,6 +101,23 @@ class HeldLease:
         return HeldLease(self.lease, (*self.holders, holder))
 
 
+def drop_exited(leases: dict[str, HeldLease]) -> bool:
+    """Remove the leases whose holders have all exited; True when there were any.
+
+    Called only when a request does not fit, so leasing on a machine with room asks the
+    kernel about no process.
+    """
+    exited = [
+        lease_id
+        for lease_id, held in leases.items()
+        if not any(holder.is_alive() for holder in held.holders)
+    ]
+    for lease_id in exited:
+        del leases[lease_id]
+        logger.info("reclaimed GPU lease %s: every process holding it has exited", lease_id)
+    return bool(exited)
+
+
 class LeaseBook(Protocol):
     """Where an allocator's leases are kept: this process's memory, or the machine's file."""
 
@@ -129,18 +146,12 @@ class FileLeases:
 
     @contextlib.contextmanager
     def open(self) -> Iterator[dict[str, HeldLease]]:
-        """Lock, read and drop the leases of exited processes; write back what changed."""
+        """Lock and read the leases; write back what changed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock_path.open("ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even on a crash
             stored = self._read()
-            leases = {
-                lease_id: held
-                for lease_id, held in stored.items()
-                if any(holder.is_alive() for holder in held.holders)
-            }
-            for lease_id in stored.keys() - leases.keys():
-                logger.info("reclaimed GPU lease %s: every process holding it has exited", lease_id)
+            leases = dict(stored)
             yield leases
             if leases != stored:
                 self._write(leases)
@@ -166,7 +177,7 @@ class FileLeases:
             "leases": {lease_id: _held_to_json(held) for lease_id, held in leases.items()},
         }
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(document, indent=1))
+        temporary.write_text(json.dumps(document))  # no indent: the C encoder
         temporary.replace(self.path)  # readers see the old file or the new one, never half
 
 
