@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "scripts" / "services"
+#: Services whose env file is not ``<name>.env`` (issue 16 names kube-fake's ``kube.env``).
+ENV_FILES = {"kube-fake": "kube.env"}
 
 
 def _script_environment() -> dict[str, str]:
@@ -45,7 +47,7 @@ def start_service(name: str, state_dir: Path, timeout: float = 300.0) -> dict[st
                 f"(exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
             )
     env: dict[str, str] = {}
-    for line in (state_dir / f"{name}.env").read_text().splitlines():
+    for line in (state_dir / ENV_FILES.get(name, f"{name}.env")).read_text().splitlines():
         if "=" in line:
             key, value = line.split("=", 1)
             env[key.strip()] = value.strip()

@@ -1,0 +1,228 @@
+"""The whole fake cluster in one object: the store, the API's helpers and the control loops
+(scheduler, controllers, kubelet), with the objects a new cluster starts with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+import psutil
+from starlette.responses import JSONResponse, Response
+
+from tests.kubefake.admission import ServiceIPs, admit
+from tests.kubefake.auth import ADMIN_USER, RESTRICTED_USER, Authorizer
+from tests.kubefake.errors import ApiError, bad_request
+from tests.kubefake.events import EventRecorder
+from tests.kubefake.gc import GarbageCollector, TtlController
+from tests.kubefake.images import ImageCatalog
+from tests.kubefake.job_controller import JobController
+from tests.kubefake.kubelet import Kubelet, KubeletSettings
+from tests.kubefake.logs import LogEndpoint
+from tests.kubefake.resources import BY_KIND
+from tests.kubefake.scheduler import Scheduler
+from tests.kubefake.store import Obj, Store, now_rfc3339
+from tests.kubefake.validation import SCHEMA_VERSION
+from tests.kubefake.workloads import DeploymentController, ReplicaSetController
+
+_POD, _NODE, _NS = BY_KIND["Pod"], BY_KIND["Node"], BY_KIND["Namespace"]
+INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "mlyard")
+
+
+def default_node(name: str = "kubefake-node") -> Obj:
+    """One CPU node with this machine's CPUs and memory."""
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "capacity": {
+                "cpu": str(os.cpu_count() or 1),
+                "memory": f"{psutil.virtual_memory().total // 1024}Ki",
+                "pods": "110",
+                "ephemeral-storage": "100Gi",
+            }
+        },
+    }
+
+
+def complete_node(node: Obj) -> Obj:
+    """Fill what a registered kubelet reports: labels, allocatable, Ready, addresses."""
+    meta = node.setdefault("metadata", {})
+    name = meta["name"]
+    labels = meta.setdefault("labels", {})
+    labels.setdefault("kubernetes.io/hostname", name)
+    labels.setdefault("kubernetes.io/os", "linux")
+    labels.setdefault("kubernetes.io/arch", "amd64")
+    labels.setdefault("beta.kubernetes.io/os", "linux")
+    labels.setdefault("beta.kubernetes.io/arch", "amd64")
+    status = node.setdefault("status", {})
+    capacity = status.setdefault(
+        "capacity", status.get("allocatable") or default_node()["status"]["capacity"]
+    )
+    capacity.setdefault("pods", "110")
+    status.setdefault("allocatable", dict(capacity))
+    now = now_rfc3339()
+    status.setdefault(
+        "conditions",
+        [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }
+        ],
+    )
+    status.setdefault(
+        "addresses",
+        [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+    )
+    status.setdefault(
+        "nodeInfo",
+        {
+            "kubeletVersion": f"v{SCHEMA_VERSION}",
+            "containerRuntimeVersion": "containerd://1.7.27",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+            "osImage": "kubefake",
+            "kernelVersion": os.uname().release,
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+            "kubeProxyVersion": "",
+        },
+    )
+    return node
+
+
+class Cluster:
+    """Store, auth, recorder, kubelet, scheduler and controllers of one fake cluster."""
+
+    def __init__(self, state_dir: Path, python_bin: str, history: int, backoff: float) -> None:
+        self.state_dir = state_dir
+        self.store = Store(history)
+        self.request_count = 0
+        self.address = "127.0.0.1:0"
+        self.admin_token = secrets.token_urlsafe(24)
+        self.restricted_token = secrets.token_urlsafe(24)
+        self.authorizer = Authorizer(
+            {self.admin_token: ADMIN_USER, self.restricted_token: RESTRICTED_USER},
+            state_dir / "rbac.json",
+        )
+        self.recorder = EventRecorder(self.store)
+        self.ips = ServiceIPs()
+        self.images = ImageCatalog(state_dir / "images.json")
+        self.kubelet = Kubelet(self, KubeletSettings(state_dir, python_bin, backoff, backoff * 10))
+        self.scheduler = Scheduler(self)
+        self.logs = LogEndpoint(self)
+        self._loops = [
+            self.kubelet.run,
+            self.scheduler.run,
+            JobController(self).run,
+            ReplicaSetController(self).run,
+            DeploymentController(self).run,
+            GarbageCollector(self).run,
+            TtlController(self).run,
+            self._serviceaccounts,
+        ]
+
+    def bootstrap(self) -> None:
+        """Namespaces, their default ServiceAccounts, and the nodes of ``nodes.json``."""
+        for name in INITIAL_NAMESPACES:
+            self.store.create(_NS, admit(self.store, _NS, {"metadata": {"name": name}}, self.ips))
+        nodes_file = self.state_dir / "nodes.json"
+        nodes = json.loads(nodes_file.read_text()) if nodes_file.exists() else [default_node()]
+        for node in nodes:
+            self.store.create(_NODE, complete_node(node))
+        self._ensure_serviceaccounts()
+
+    def _ensure_serviceaccounts(self) -> None:
+        account = BY_KIND["ServiceAccount"]
+        for namespace in self.store.peek(_NS):
+            name = namespace["metadata"]["name"]
+            if self.store.find(account, name, "default") is None and not namespace["metadata"].get(
+                "deletionTimestamp"
+            ):
+                self.store.create(account, {"metadata": {"name": "default", "namespace": name}})
+
+    async def _serviceaccounts(self) -> None:
+        """The service-account controller: every namespace gets ``default``."""
+        while True:
+            self._ensure_serviceaccounts()
+            await asyncio.sleep(0.2)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [asyncio.get_running_loop().create_task(loop()) for loop in self._loops]
+
+    # -- subresources with side effects --------------------------------------------------------
+
+    def evict(self, namespace: str, name: str, body: dict[str, Any]) -> Response:
+        """``pods/eviction``: DisruptionTarget on the pod, then a graceful delete."""
+        pod = self.store.get(_POD, namespace, name)
+        status = pod.setdefault("status", {})
+        if status.get("phase") not in ("Succeeded", "Failed"):
+            status["conditions"] = [
+                c for c in status.get("conditions", []) if c["type"] != "DisruptionTarget"
+            ] + [
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": now_rfc3339(),
+                    "reason": "EvictionByEvictionAPI",
+                    "message": "Eviction API: evicting",
+                }
+            ]
+            self.store.update(_POD, pod)
+        options = body.get("deleteOptions") or {}
+        self.store.delete(_POD, namespace, name, options.get("gracePeriodSeconds"))
+        return JSONResponse(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            status_code=201,
+        )
+
+    def bind(self, namespace: str, name: str, body: dict[str, Any]) -> Response:
+        """``pods/binding``: what a custom scheduler calls."""
+        pod = self.store.get(_POD, namespace, name)
+        if pod["spec"].get("nodeName"):
+            raise ApiError(
+                409,
+                f'Operation cannot be fulfilled on pods/binding "{name}": pod '
+                f'{name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+                reason="Conflict",
+            )
+        node = (body.get("target") or {}).get("name")
+        if not node:
+            raise bad_request("binding target name is required")
+        pod["spec"]["nodeName"] = node
+        self.store.update(_POD, pod)
+        return JSONResponse(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            status_code=201,
+        )
+
+
+def bind_socket() -> socket.socket:
+    """A listening socket on 127.0.0.1 and a free port (no race with other services)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(os.environ.get("KUBE_FAKE_PORT", "0"))))
+    sock.listen(128)
+    return sock

@@ -1,0 +1,457 @@
+"""One pod on a fake node: its containers' lifecycles and the pod status the kubelet reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.utils import parse_quantity
+
+from tests.kubefake.containers import ContainerConfigError, container_env, expand
+from tests.kubefake.images import InvalidImageNameError, parse_reference
+from tests.kubefake.resources import BY_KIND
+from tests.kubefake.store import Obj, now_rfc3339
+
+if TYPE_CHECKING:
+    from tests.kubefake.kubelet import Kubelet
+
+_POD = BY_KIND["Pod"]
+
+
+class Container:
+    """What the kubelet knows about one container of the pod."""
+
+    def __init__(self, spec: dict[str, Any], init: bool, directory: Path) -> None:
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.init = init
+        self.directory = directory
+        self.state: dict[str, Any] = {
+            "waiting": {"reason": "PodInitializing" if not init else "ContainerCreating"}
+        }
+        if not init:
+            self.state = {"waiting": {"reason": "ContainerCreating"}}
+        self.last_state: dict[str, Any] = {}
+        self.restart_count = 0
+        self.ready = False
+        self.started = False
+        self.process: asyncio.subprocess.Process | None = None
+        self.oom_killed = False
+        self.liveness_failed = False
+        self.image_ref = ""
+        self.env: dict[str, str] = {}
+
+    def log_path(self) -> Path:
+        return self.directory / f"{self.restart_count}.log"
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "name": self.name,
+            "state": self.state,
+            "lastState": self.last_state,
+            "ready": self.ready,
+            "restartCount": self.restart_count,
+            "image": self.spec.get("image", ""),
+            "imageID": self.image_ref and f"{self.image_ref.split('@')[0]}@sha256:" + "0" * 64,
+            "started": self.started,
+        }
+        if self.process is not None or "terminated" in self.state:
+            status["containerID"] = f"containerd://{id(self):064x}"[-77:]
+        return status
+
+
+class PodWorker:
+    """Runs one pod: images, environment, processes, restarts, probes, termination."""
+
+    def __init__(self, kubelet: Kubelet, pod: Obj) -> None:
+        self.kubelet = kubelet
+        self.store = kubelet.cluster.store
+        meta = pod["metadata"]
+        self.uid, self.namespace, self.name = meta["uid"], meta["namespace"], meta["name"]
+        self.node = pod["spec"]["nodeName"]
+        self.spec = pod["spec"]
+        self.directory = kubelet.settings.state_dir / "pods" / self.uid
+        self.ip = kubelet.allocate_ip()
+        self.init_containers = [
+            Container(c, True, self.directory / c["name"])
+            for c in self.spec.get("initContainers") or []
+        ]
+        self.containers = [
+            Container(c, False, self.directory / c["name"])
+            for c in self.spec.get("containers") or []
+        ]
+        self.start_time = now_rfc3339()
+        self.terminating = False
+        self.grace_deadline: float | None = None
+        self.done = False
+        self.phase = "Pending"
+        self.reason: str | None = None
+        self.message: str | None = None
+        self.initialized = not self.init_containers
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._transitions: dict[str, tuple[str, str]] = {}
+
+    # -- control from the kubelet -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def terminate(self, grace: int) -> None:
+        """The pod was deleted: SIGTERM now, SIGKILL after ``grace`` seconds."""
+        deadline = time.monotonic() + grace
+        if self.terminating and self.grace_deadline is not None and deadline >= self.grace_deadline:
+            return
+        first = not self.terminating
+        self.terminating = True
+        self.grace_deadline = deadline
+        for container in self._all():
+            if container.process is not None and container.process.returncode is None:
+                if first:
+                    self._event("Killing", f"Stopping container {container.name}", container)
+                self._signal(container, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        self._wake.set()
+
+    def kill_now(self) -> None:
+        """The pod is gone from the API: kill its processes at once."""
+        for container in self._all():
+            self._signal(container, signal.SIGKILL)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.done = True
+
+    def process_groups(self) -> list[int]:
+        return [
+            c.process.pid
+            for c in self._all()
+            if c.process is not None and c.process.returncode is None
+        ]
+
+    def log_path(self, name: str, previous: bool) -> Path | None:
+        for container in self._all():
+            if container.name == name:
+                if previous:
+                    return (
+                        container.directory / f"{container.restart_count - 1}.log"
+                        if container.restart_count
+                        else None
+                    )
+                return container.log_path()
+        return None
+
+    def is_running(self, name: str) -> bool:
+        return any(c.name == name and "running" in c.state for c in self._all())
+
+    # -- the pod's life ----------------------------------------------------------------------
+
+    def _all(self) -> list[Container]:
+        return self.init_containers + self.containers
+
+    async def _run(self) -> None:
+        try:
+            self._write_status()
+            deadline = self.spec.get("activeDeadlineSeconds")
+            watchdog = (
+                asyncio.get_running_loop().create_task(self._deadline(deadline))
+                if deadline
+                else None
+            )
+            for container in self.init_containers:
+                if not await self._run_container(container) and not self.terminating:
+                    self.phase = "Failed"
+                    break
+            else:
+                self.initialized = True
+                self._write_status()
+                await asyncio.gather(*(self._run_container(c) for c in self.containers))
+            if watchdog is not None:
+                watchdog.cancel()
+            self._finish()
+            while not self.terminating:
+                await self._wait(1.0)
+            self._write_status()
+            self.store.delete(_POD, self.namespace, self.name, grace_seconds=0)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # keep the fake alive; the log says what broke
+            print(f"kubefake: pod worker {self.namespace}/{self.name} failed: {exc!r}", flush=True)
+            raise
+        finally:
+            for container in self._all():
+                self._signal(container, signal.SIGKILL)
+            self.done = True
+            self.kubelet.record_pids()
+
+    async def _deadline(self, seconds: int) -> None:
+        await asyncio.sleep(seconds)
+        self.reason, self.message = (
+            "DeadlineExceeded",
+            ("Pod was active on the node longer than the specified deadline"),
+        )
+        self._event("DeadlineExceeded", self.message, None, "Warning")
+        self.terminating = True
+        for container in self._all():
+            self._signal(container, signal.SIGKILL)
+        self._wake.set()
+
+    async def _wait(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _sleep_unless_terminating(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.terminating and time.monotonic() < end:
+            await self._wait(min(0.5, end - time.monotonic()))
+
+    def _backoff(self, attempt: int) -> float:
+        settings = self.kubelet.settings
+        return min(settings.backoff_base * 2 ** max(attempt - 1, 0), settings.backoff_max)
+
+    async def _run_container(self, container: Container) -> bool:
+        """Run ``container`` until it needs no restart; True when it ended with exit code 0."""
+        attempt = 0
+        while not self.terminating:
+            if not await self._pull(container):
+                return False
+            try:
+                env = self._environment(container)
+            except ContainerConfigError as exc:
+                container.state = {
+                    "waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}
+                }
+                self._event("Failed", f"Error: {exc}", container, "Warning")
+                self._write_status()
+                attempt += 1
+                await self._sleep_unless_terminating(self._backoff(attempt))
+                continue
+            exit_code = await self._execute(container, env)
+            policy = self.spec.get("restartPolicy", "Always")
+            if container.init and policy == "Always":
+                policy = "OnFailure"
+            restart = policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+            if not restart or self.terminating:
+                return exit_code == 0
+            attempt += 1
+            delay = self._backoff(attempt)
+            container.last_state = container.state
+            container.restart_count += 1
+            container.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": (
+                        f"back-off {int(delay)}s restarting failed container={container.name} "
+                        f"pod={self.name}_{self.namespace}({self.uid})"
+                    ),
+                }
+            }
+            self._event(
+                "BackOff",
+                f"Back-off restarting failed container {container.name} in "
+                f"pod {self.name}_{self.namespace}({self.uid})",
+                container,
+                "Warning",
+            )
+            self._write_status()
+            await self._sleep_unless_terminating(delay)
+        return False
+
+    async def _pull(self, container: Container) -> bool:
+        """Pull the image (or find it present) as the pull policy says; retry with back-off."""
+        image = container.spec.get("image", "")
+        attempt = 0
+        catalog = self.kubelet.cluster.images
+        pulled = self.kubelet.pulled.setdefault(self.node, set())
+        while not self.terminating:
+            try:
+                ref = parse_reference(image)
+            except InvalidImageNameError as exc:
+                container.state = {"waiting": {"reason": "InvalidImageName", "message": str(exc)}}
+                self._event("InspectFailed", str(exc), container, "Warning")
+                self._event("Failed", "Error: InvalidImageName", container, "Warning")
+                self._write_status()
+                await self._sleep_unless_terminating(self.kubelet.settings.backoff_max)
+                continue
+            policy = container.spec.get("imagePullPolicy", "IfNotPresent")
+            present = ref.full in pulled
+            if (present and policy != "Always") or policy == "Never":
+                if not present:
+                    message = f'Container image "{image}" is not present with pull policy of Never'
+                    container.state = {
+                        "waiting": {"reason": "ErrImageNeverPull", "message": message}
+                    }
+                    self._event("ErrImageNeverPull", message, container, "Warning")
+                    self._write_status()
+                    await self._sleep_unless_terminating(self.kubelet.settings.backoff_max)
+                    continue
+                self._event(
+                    "Pulled", f'Container image "{image}" already present on machine', container
+                )
+                container.image_ref = ref.full
+                return True
+            self._event("Pulling", f'Pulling image "{image}"', container)
+            started = time.monotonic()
+            await asyncio.sleep(catalog.pull_seconds())
+            error = catalog.pull_error(image, ref)
+            if error is None:
+                took = f"{int((time.monotonic() - started) * 1000)}ms"
+                self._event(
+                    "Pulled",
+                    f'Successfully pulled image "{image}" in {took} ({took} '
+                    "including waiting). Image size: 0 bytes.",
+                    container,
+                )
+                pulled.add(ref.full)
+                container.image_ref = ref.full
+                return True
+            attempt += 1
+            container.state = {"waiting": {"reason": "ErrImagePull", "message": error}}
+            self._event("Failed", f'Failed to pull image "{image}": {error}', container, "Warning")
+            self._event("Failed", "Error: ErrImagePull", container, "Warning")
+            self._write_status()
+            await self._sleep_unless_terminating(self._backoff(attempt) / 2)
+            message = f'Back-off pulling image "{image}": ErrImagePull: {error}'
+            container.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+            self._event("BackOff", f'Back-off pulling image "{image}"', container)
+            self._event("Failed", "Error: ImagePullBackOff", container, "Warning")
+            self._write_status()
+            await self._sleep_unless_terminating(self._backoff(attempt))
+        return False
+
+    def _environment(self, container: Container) -> dict[str, str]:
+        pod = self.store.find(_POD, self.namespace, self.name) or {"metadata": {}, "spec": {}}
+        pod.setdefault("status", {})["podIP"] = self.ip
+        from tests.kubefake.kubelet import pod_env_base
+
+        base = pod_env_base(self.kubelet.settings, pod, self.kubelet.cluster.address)
+        env = container_env(self.store, pod, container.spec)
+        gpus = self.kubelet.cluster.scheduler.assigned_devices(self.uid, container.name)
+        if gpus:
+            env.setdefault("NVIDIA_VISIBLE_DEVICES", ",".join(gpus))
+        return {**base, **env}
+
+    def _command(self, container: Container, env: dict[str, str]) -> list[str]:
+        entrypoint, cmd = self.kubelet.cluster.images.entrypoint(container.spec.get("image", ""))
+        command = container.spec.get("command") or entrypoint
+        args = container.spec.get("args")
+        if args is None:
+            args = cmd if not container.spec.get("command") else []
+        return [expand(str(part), env) for part in [*command, *args]]
+
+    async def _execute(self, container: Container, env: dict[str, str]) -> int:
+        """Start the container's process, watch it, and return its exit code."""
+        from tests.kubefake.process import run_container_process
+
+        return await run_container_process(self, container, env, self._command(container, env))
+
+    def _finish(self) -> None:
+        codes = [c.state.get("terminated", {}).get("exitCode") for c in self.containers]
+        if self.reason == "DeadlineExceeded" or self.phase == "Failed":
+            self.phase = "Failed"
+        elif codes and all(code == 0 for code in codes):
+            self.phase = "Succeeded"
+        else:
+            self.phase = "Failed"
+        self._write_status()
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _event(
+        self, reason: str, message: str, container: Container | None, type_: str = "Normal"
+    ) -> None:
+        pod = self.store.find(_POD, self.namespace, self.name)
+        if pod is None:
+            return
+        field = None
+        if container is not None:
+            kind = "initContainers" if container.init else "containers"
+            field = f"spec.{kind}{{{container.name}}}"
+        self.kubelet.cluster.recorder.record(
+            pod, reason, message, type_, "kubelet", self.node, field
+        )
+
+    def _signal(self, container: Container, sig: int) -> None:
+        from tests.kubefake.kubelet import kill_group
+
+        if container.process is not None and container.process.returncode is None:
+            kill_group(container.process.pid, sig)
+
+    def _condition(self, kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+        value = "True" if ok else "False"
+        previous = self._transitions.get(kind)
+        if previous is None or previous[0] != value:
+            self._transitions[kind] = (value, now_rfc3339())
+        condition: dict[str, Any] = {
+            "type": kind,
+            "status": value,
+            "lastProbeTime": None,
+            "lastTransitionTime": self._transitions[kind][1],
+        }
+        if reason:
+            condition["reason"] = reason
+        return condition
+
+    def _write_status(self) -> None:
+        pod = self.store.find(_POD, self.namespace, self.name)
+        if pod is None:
+            return
+        running = any("running" in c.state for c in self.containers)
+        phase = self.phase
+        if phase == "Pending" and self.initialized and running:
+            phase = self.phase = "Running"
+        if phase == "Running" and not running and not self.terminating:
+            phase = "Running" if any("waiting" in c.state for c in self.containers) else phase
+        ready = (
+            bool(self.containers) and all(c.ready for c in self.containers) and phase == "Running"
+        )
+        status = pod.setdefault("status", {})
+        kept = [
+            c
+            for c in status.get("conditions", [])
+            if c["type"] in ("PodScheduled", "DisruptionTarget")
+        ]
+        not_ready = (
+            None
+            if ready
+            else ("PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady")
+        )
+        status["conditions"] = [
+            self._condition("PodReadyToStartContainers", phase != "Pending" or True),
+            self._condition(
+                "Initialized",
+                self.initialized,
+                None if self.initialized else "ContainersNotInitialized",
+            ),
+            self._condition("Ready", ready, not_ready),
+            self._condition("ContainersReady", ready, not_ready),
+            *kept,
+        ]
+        status.update(
+            {
+                "phase": phase,
+                "hostIP": "127.0.0.1",
+                "hostIPs": [{"ip": "127.0.0.1"}],
+                "podIP": self.ip,
+                "podIPs": [{"ip": self.ip}],
+                "startTime": self.start_time,
+                "containerStatuses": [c.status() for c in self.containers],
+            }
+        )
+        if self.init_containers:
+            status["initContainerStatuses"] = [c.status() for c in self.init_containers]
+        if self.reason:
+            status["reason"], status["message"] = self.reason, self.message
+        self.store.update(_POD, pod)
+
+
+def memory_limit(container: Container) -> int | None:
+    """The container's memory limit in bytes, if it has one."""
+    limit = ((container.spec.get("resources") or {}).get("limits") or {}).get("memory")
+    return int(parse_quantity(limit)) if limit is not None else None

@@ -1,0 +1,244 @@
+"""What the API server checks before it stores an object: the official OpenAPI schema of the
+served version (through ``kubernetes-validate``) and the hand-written checks of its validation
+code (names, labels, quantities, a few per-kind rules), answered as 400 / 422 ``Status``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import kubernetes_validate
+from kubernetes.utils import parse_quantity
+
+from tests.kubefake.errors import ApiError, bad_request, invalid
+from tests.kubefake.resources import ResourceType
+
+#: The Kubernetes version the fake serves and validates against (DRA's resource.k8s.io/v1 is GA).
+SCHEMA_VERSION = "1.34.0"
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*"
+_LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"
+_QUALIFIED_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+
+SUBDOMAIN_MESSAGE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    f"for validation is '{_DNS1123_SUBDOMAIN}')"
+)
+LABEL_MESSAGE = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+    "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
+    f"used for validation is '{_DNS1123_LABEL}')"
+)
+_LABEL_VALUE_MESSAGE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    f"'my_value',  or '12345', regex used for validation is '{_LABEL_VALUE}')"
+)
+_QUALIFIED_MESSAGE = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+    "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+    f"validation is '{_QUALIFIED_NAME}')"
+)
+#: Kinds whose names are DNS-1123 labels (63 characters) rather than subdomains (253).
+_LABEL_NAMED = {"Namespace", "Service", "Job"}
+
+
+def cause(field: str, message: str, reason: str = "FieldValueInvalid") -> dict[str, str]:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def invalid_value(field: str, value: Any, why: str) -> dict[str, str]:
+    shown = f'"{value}"' if isinstance(value, str) else str(value)
+    return cause(field, f"Invalid value: {shown}: {why}")
+
+
+def required(field: str, why: str = "") -> dict[str, str]:
+    return cause(field, "Required value" + (f": {why}" if why else ""), "FieldValueRequired")
+
+
+def _check_name(kind: str, name: str, field: str = "metadata.name") -> list[dict[str, str]]:
+    if kind in _LABEL_NAMED:
+        if len(name) > 63:
+            return [invalid_value(field, name, "must be no more than 63 characters")]
+        if not re.fullmatch(_DNS1123_LABEL, name):
+            return [invalid_value(field, name, LABEL_MESSAGE)]
+        return []
+    if len(name) > 253:
+        return [invalid_value(field, name, "must be no more than 253 characters")]
+    if not re.fullmatch(_DNS1123_SUBDOMAIN, name):
+        return [invalid_value(field, name, SUBDOMAIN_MESSAGE)]
+    return []
+
+
+def _check_key(field: str, key: str) -> list[dict[str, str]]:
+    prefix, _, name = key.rpartition("/")
+    problems = []
+    if prefix and (len(prefix) > 253 or not re.fullmatch(_DNS1123_SUBDOMAIN, prefix)):
+        problems.append(invalid_value(field, key, "prefix part " + SUBDOMAIN_MESSAGE))
+    if not name or len(name) > 63 or not re.fullmatch(_QUALIFIED_NAME, name):
+        problems.append(invalid_value(field, key, _QUALIFIED_MESSAGE))
+    return problems
+
+
+def check_labels(field: str, labels: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Label keys are qualified names, values 63-character label values."""
+    problems = []
+    for key, value in (labels or {}).items():
+        problems += _check_key(field, key)
+        if not isinstance(value, str) or len(value) > 63 or not re.fullmatch(_LABEL_VALUE, value):
+            problems.append(invalid_value(f"{field}", value, _LABEL_VALUE_MESSAGE))
+    return problems
+
+
+def _check_quantities(field: str, values: dict[str, Any] | None) -> list[dict[str, str]]:
+    problems = []
+    for name, value in (values or {}).items():
+        try:
+            parse_quantity(value)
+        except ValueError:
+            problems.append(
+                invalid_value(
+                    f"{field}[{name}]",
+                    value,
+                    "quantities must match the regular expression "
+                    "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                )
+            )
+    return problems
+
+
+def _check_pod_spec(field: str, spec: dict[str, Any]) -> list[dict[str, str]]:
+    problems = []
+    names = set()
+    for kind in ("initContainers", "containers"):
+        for i, container in enumerate(spec.get(kind) or []):
+            at = f"{field}.{kind}[{i}]"
+            name = container.get("name", "")
+            if not re.fullmatch(_DNS1123_LABEL, name) or len(name) > 63:
+                problems.append(invalid_value(f"{at}.name", name, LABEL_MESSAGE))
+            if name in names:
+                problems.append(
+                    cause(f"{at}.name", f'Duplicate value: "{name}"', "FieldValueDuplicate")
+                )
+            names.add(name)
+            if not container.get("image"):
+                problems.append(required(f"{at}.image"))
+            resources = container.get("resources") or {}
+            problems += _check_quantities(f"{at}.resources.limits", resources.get("limits"))
+            problems += _check_quantities(f"{at}.resources.requests", resources.get("requests"))
+            for res, value in (resources.get("requests") or {}).items():
+                limit = (resources.get("limits") or {}).get(res)
+                if limit is not None and _quantity(value) > _quantity(limit):
+                    problems.append(
+                        invalid_value(
+                            f"{at}.resources.requests",
+                            value,
+                            f"must be less than or equal to {res} limit of {limit}",
+                        )
+                    )
+                if (
+                    "/" in res
+                    and not res.startswith("kubernetes.io/")
+                    and (limit is None or _quantity(limit) != _quantity(value))
+                ):
+                    problems.append(
+                        invalid_value(
+                            f"{at}.resources.requests[{res}]",
+                            value,
+                            "must be equal to " + res + " limit of " + str(limit or 0),
+                        )
+                    )
+    if not spec.get("containers"):
+        problems.append(required(f"{field}.containers"))
+    return problems
+
+
+def _quantity(value: Any) -> float:
+    try:
+        return float(parse_quantity(value))
+    except ValueError:
+        return 0.0
+
+
+def _kind_checks(rtype: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
+    spec = obj.get("spec") or {}
+    if rtype.kind == "Pod":
+        return _check_pod_spec("spec", spec)
+    if rtype.kind in ("Job", "Deployment", "ReplicaSet"):
+        template = spec.get("template") or {}
+        problems = check_labels(
+            "spec.template.metadata.labels", (template.get("metadata") or {}).get("labels")
+        )
+        problems += _check_pod_spec("spec.template.spec", template.get("spec") or {})
+        policy = (template.get("spec") or {}).get("restartPolicy")
+        if rtype.kind == "Job" and policy not in ("Never", "OnFailure"):
+            problems.append(
+                cause(
+                    "spec.template.spec.restartPolicy",
+                    f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
+                    "FieldValueNotSupported",
+                )
+            )
+        if rtype.kind != "Job" and policy not in (None, "Always"):
+            problems.append(
+                cause(
+                    "spec.template.spec.restartPolicy",
+                    f'Unsupported value: "{policy}": supported values: "Always"',
+                    "FieldValueNotSupported",
+                )
+            )
+        return problems
+    return []
+
+
+def validate(rtype: ResourceType, obj: dict[str, Any]) -> None:
+    """Raise the 400 / 422 the API server gives for ``obj``; return when it would store it."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") or meta.get("generateName") or ""
+    problems: list[dict[str, str]] = []
+    if not meta.get("name") and not meta.get("generateName"):
+        problems.append(required("metadata.name", "name or generateName is required"))
+    elif meta.get("name"):
+        problems += _check_name(rtype.kind, meta["name"])
+    problems += check_labels("metadata.labels", meta.get("labels"))
+    for key in meta.get("annotations") or {}:
+        problems += _check_key("metadata.annotations", key)
+    if not problems:
+        problems += _schema_problems(rtype, obj)
+    if not problems:
+        problems += _kind_checks(rtype, obj)
+    if problems:
+        raise invalid(rtype, name, problems)
+
+
+def _schema_problems(rtype: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
+    document = {**obj, "apiVersion": rtype.api_version, "kind": rtype.kind}
+    try:
+        kubernetes_validate.validate(document, SCHEMA_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        field = _field_path(list(exc.path))
+        if exc.validator == "additionalProperties":
+            unknown = re.findall(r"'([^']+)' was unexpected", exc.message)
+            where = f"{field}." if field else ""
+            raise bad_request(
+                "strict decoding error: "
+                + ", ".join(f'unknown field "{where}{u}"' for u in unknown or ["?"])
+            ) from exc
+        if exc.validator == "required":
+            missing = re.findall(r"'([^']+)' is a required property", exc.message)
+            return [required(f"{field}.{m}" if field else m) for m in missing]
+        return [cause(field, f"Invalid value: {exc.message}")]
+    except kubernetes_validate.utils.SchemaNotFoundError:  # a kind the schema set lacks
+        return []
+    except ApiError:
+        raise
+    return []
+
+
+def _field_path(parts: list[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
