@@ -11,10 +11,8 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,38 +21,23 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.integration.serving_processes import (
+    LAUNCHER,
+    Server,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+
 pytestmark = pytest.mark.integration
 
 TOKEN = "integration-token-" + os.urandom(8).hex()
-# Starts `mlyard serve` whether or not the serve command is registered in the CLI yet.
-LAUNCHER = (
-    "from mlyard.cli import main, serve\n"
-    "main._register_commands()\n"
-    "if 'serve' not in main.COMMAND_MODULES: serve.register(main.app)\n"
-    "main.app()\n"
-)
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @dataclass(frozen=True)
 class Store:
     env: dict[str, str]
     directory: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _register_models(directory: Path) -> str:
@@ -99,39 +82,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 def _start(store: Store, name: str, args: list[str], env: dict[str, str] | None = None) -> Server:
-    port = _free_port()
-    log = store.directory / f"{name}.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, "serve", *args, "--port", str(port)],
-            env={**store.env, **(env or {})},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return Server(process, f"http://127.0.0.1:{port}", log)
-
-
-def _wait_ready(server: Server, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.process.poll() is None, f"server exited early:\n{server.output()}"
-        try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"server not ready in {timeout} s:\n{server.output()}")
-
-
-def _stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    return start_server(store.directory, name, args, {**store.env, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +105,11 @@ def servers(store: Store) -> Iterator[dict[str, Server]]:
     }
     try:
         for server in started.values():
-            _wait_ready(server)
+            wait_ready(server)
         yield started
     finally:
         for server in started.values():
-            _stop(server)
+            stop_server(server)
 
 
 @pytest.fixture(scope="module")

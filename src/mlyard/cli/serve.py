@@ -13,7 +13,8 @@ from mlyard.cli.output import err_console
 
 SERVE_HELP = (
     "Serve a registered model over HTTP: the Open Inference Protocol v2 (KServe/Triton "
-    "clients), a plain JSON POST /predict, and Prometheus /metrics.\n\n"
+    "clients, JSON or binary tensors), a plain JSON POST /predict, and Prometheus /metrics; "
+    "with --grpc-port, the v2 gRPC service too.\n\n"
     "MODEL is models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME (its latest version) or "
     "runs:/RUN_ID/PATH.\n\n"
     "Concurrent requests are batched into one model call (--max-batch-size, "
@@ -21,7 +22,8 @@ SERVE_HELP = (
     "exits 0.\n\n"
     "Security: the server binds 127.0.0.1 unless --host says otherwise; any other address "
     "needs a token (--token-file or MLYARD_SERVE_TOKEN) that clients send as "
-    "'Authorization: Bearer TOKEN'. Models stored as pickles (PyTorch models, sklearn models "
+    "'Authorization: Bearer TOKEN' (over gRPC: the metadata 'authorization'). Models stored "
+    "as pickles (PyTorch models, sklearn models "
     "logged with pickle or cloudpickle) run code from the file when they are loaded: the "
     "server loads one only because you named it here, so serve only models you trust."
 )
@@ -40,6 +42,15 @@ def serve_command(
         typer.Option(help="Address to bind; any address other than loopback requires a token."),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Also serve the v2 gRPC service (inference.GRPCInferenceService) on this port, "
+            "on the same address and with the same token.",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -86,6 +97,7 @@ def serve_command(
         tracking_uri=tracking_uri,
         host=host,
         port=port,
+        grpc_port=grpc_port,
         max_batch_size=max_batch_size,
         max_queue_delay_ms=max_queue_delay_ms,
         max_request_bytes=max_request_bytes,
@@ -95,7 +107,9 @@ def serve_command(
     shown_host = f"[{host}]" if ":" in host else host
     err_console.print(
         f"Serving {resolved.name} version {resolved.version} ({resolved.flavor}) from {model} "
-        f"on http://{shown_host}:{port} with {workers} replica(s)"
+        f"on http://{shown_host}:{port}"
+        + (f" and gRPC {shown_host}:{grpc_port}" if grpc_port is not None else "")
+        + f" with {workers} replica(s)"
         + (f", {gpus} GPU each" if gpus else " on CPU"),
         soft_wrap=True,
     )

@@ -2,7 +2,9 @@
 
 ``create_app`` wires one loaded model to a dynamic batcher and wraps the routes in three ASGI
 layers (outermost first): request metrics, bearer-token auth, request body limit. The model is
-warmed up in the background after start; ``/v2/health/ready`` says ready only afterwards.
+warmed up in the background after start; ``/v2/health/ready`` says ready only afterwards. v2
+infer takes JSON or the binary tensor extension (``binary_tensors.py``) and answers in kind. With
+``grpc_port`` set, the lifespan also runs the v2 gRPC service on the same batcher.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlyard.serving.auth import BearerTokenMiddleware
 from mlyard.serving.batching import BatchingConfig, DynamicBatcher, ModelCallError
+from mlyard.serving.binary_tensors import HEADER_LENGTH_HEADER, split_binary_body
 from mlyard.serving.inference import (
     arrays_to_predictions,
-    arrays_to_v2_outputs,
     predict_request_to_arrays,
     v2_request_to_arrays,
+    v2_response_body,
 )
 from mlyard.serving.metrics import ServerMetrics
 from mlyard.serving.model_loading import ServableModel
@@ -40,6 +43,8 @@ logger = logging.getLogger(__name__)
 _Body = TypeVar("_Body", InferenceRequest, PredictRequest)
 
 SERVER_NAME = "mlyard"
+#: Protocol extensions named in the server metadata (HTTP and gRPC).
+EXTENSIONS = ("binary_tensor_data",)
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 # Distinct request paths remembered with their route template (paths repeat: few models).
 _ROUTE_CACHE_SIZE = 1024
@@ -54,6 +59,11 @@ class AppOptions:
     token: str | None = None
     #: Set when this app is one of several replicas: ready means every replica is ready.
     replica_group: ReplicaGroup | None = None
+    #: Where to serve the v2 gRPC service too (``grpc_server.py``); None serves HTTP only.
+    grpc_port: int | None = None
+    grpc_host: str = "127.0.0.1"
+    #: How long in-flight gRPC calls may take to finish at shutdown.
+    drain_seconds: float = 30.0
 
 
 class ReplicaGroup(Protocol):
@@ -99,9 +109,25 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        grpc_server = None
+        if options.grpc_port is not None:
+            # Imported only when asked for: see grpc_server.py on tritonclient.grpc.
+            from mlyard.serving.grpc_server import ServingState, start_grpc_server
+
+            state = ServingState(model, batcher, readiness, metrics, SERVER_NAME, EXTENSIONS)
+            grpc_server = await start_grpc_server(
+                state,
+                options.grpc_host,
+                options.grpc_port,
+                max_message_bytes=options.max_request_bytes,
+                token=options.token,
+            )
         warmup = asyncio.create_task(_warm_up(model, batcher, readiness, metrics))
         yield
         warmup.cancel()
+        if grpc_server is not None:
+            # HTTP has drained by now; gRPC calls in flight finish before the batcher stops.
+            await grpc_server.stop(options.drain_seconds)
         readiness.ready = False
         await batcher.stop()
 
@@ -133,7 +159,13 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
 
     @api.get("/v2")
     async def server_metadata() -> Response:
-        return _json({"name": SERVER_NAME, "version": package_version("mlyard"), "extensions": []})
+        return _json(
+            {
+                "name": SERVER_NAME,
+                "version": package_version("mlyard"),
+                "extensions": list(EXTENSIONS),
+            }
+        )
 
     @api.get("/v2/models/{name}")
     @api.get("/v2/models/{name}/versions/{version}")
@@ -144,8 +176,8 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
                 "name": model.name,
                 "versions": [model.version],
                 "platform": model.platform,
-                "inputs": [_tensor_metadata(spec) for spec in model.inputs],
-                "outputs": [_tensor_metadata(spec) for spec in model.outputs],
+                "inputs": [spec.metadata() for spec in model.inputs],
+                "outputs": [spec.metadata() for spec in model.outputs],
             }
         )
 
@@ -161,17 +193,23 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
         name = request.path_params["name"]
         _check_model(model, name, request.path_params.get("version"))
         _check_ready(readiness)
-        body = _parse(InferenceRequest, await request.body())
-        outputs = await batcher.submit(v2_request_to_arrays(model, body))
-        requested = [o.name for o in body.outputs] if body.outputs else None
-        response: dict[str, Any] = {
-            "model_name": model.name,
-            "model_version": model.version,
-            "outputs": arrays_to_v2_outputs(outputs, requested),
-        }
-        if body.id is not None:
-            response["id"] = body.id
-        return _json(response)
+        raw = await request.body()
+        declared = request.headers.get(HEADER_LENGTH_HEADER)
+        binary: memoryview | None = None
+        if declared is not None:
+            header, binary = split_binary_body(raw, declared)
+            body = _parse(InferenceRequest, header)
+        else:
+            body = _parse(InferenceRequest, raw)
+        outputs = await batcher.submit(v2_request_to_arrays(model, body, binary))
+        content, header_length = v2_response_body(model, body, outputs)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={HEADER_LENGTH_HEADER: str(header_length)},
+        )
 
     async def predict(request: Request) -> Response:
         _check_ready(readiness)
@@ -288,10 +326,6 @@ def _readiness_response(readiness: _Readiness) -> Response:
     if readiness.ready:
         return _json({"ready": True})
     return _json({"ready": False, "error": readiness.problem}, 503)
-
-
-def _tensor_metadata(spec: Any) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
 def _json(content: dict[str, Any], status: int = 200) -> Response:

@@ -2,7 +2,8 @@
 
 The token comes from ``--token-file`` or ``MLYARD_SERVE_TOKEN``; it is never logged. Health
 endpoints stay open so probes need no secret; every other route checks
-``Authorization: Bearer <token>`` in constant time.
+``Authorization: Bearer <token>`` in constant time, over HTTP here and over gRPC (the same value
+in the ``authorization`` metadata) in ``grpc_server.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ from mlyard.errors import ConfigError
 TOKEN_ENVIRONMENT_VARIABLE = "MLYARD_SERVE_TOKEN"
 #: Routes a load balancer or kubelet probes without credentials.
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+#: The gRPC counterparts of ``OPEN_PATHS``.
+OPEN_RPCS = frozenset(
+    {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
+)
+
+
+def expected_authorization(token: str) -> bytes:
+    """The ``Authorization`` header (HTTP) or ``authorization`` metadata (gRPC) to require."""
+    return f"Bearer {token}".encode()
+
+
+def authorization_matches(presented: bytes, expected: bytes) -> bool:
+    """Whether ``presented`` is the expected credential, compared in constant time."""
+    return hmac.compare_digest(presented, expected)
 
 
 def is_loopback(host: str) -> bool:
@@ -70,14 +85,14 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = expected_authorization(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         presented = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(presented, self._expected):
+        if authorization_matches(presented, self._expected):
             await self.app(scope, receive, send)
             return
         await send_json_error(

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: gRPC status codes counted as the server's fault (the others are the client's).
+_SERVER_CODES = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNAVAILABLE", "UNIMPLEMENTED"})
 
 
 class ServerMetrics:
@@ -28,7 +30,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "mlyard_serving_requests",
-            "HTTP requests by route and status code.",
+            "Requests by route (HTTP) or method (gRPC, method label GRPC) and status.",
             ["route", "method", "status"],
             registry=self.registry,
         )
@@ -73,7 +75,7 @@ class ServerMetrics:
             registry=self.registry,
             multiprocess_mode="livemin",
         )
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self._batch_rows = self.batch_rows.labels(model_name)
         self._batch_requests = self.batch_requests.labels(model_name)
         self._queue_depth = self.queue_depth.labels(model_name)
@@ -89,15 +91,24 @@ class ServerMetrics:
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""
+        kind = None if status < 400 else "client" if status < 500 else "server"
+        self._observe(route, method, str(status), kind, seconds)
+
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        """Record one finished gRPC call: ``method`` is its full path, ``code`` its status name."""
+        kind = None if code == "OK" else "server" if code in _SERVER_CODES else "client"
+        self._observe(method, "GRPC", code, kind, seconds)
+
+    def _observe(
+        self, route: str, method: str, status: str, kind: str | None, seconds: float
+    ) -> None:
         key = (route, method, status)
         children = self._request_children.get(key)
         if children is None:  # labels() costs a lock and a dict lookup; do it once per series
             children = (
-                self.requests.labels(route, method, str(status)),
+                self.requests.labels(route, method, status),
                 self.latency.labels(route),
-                self.errors.labels(route, "client" if status < 500 else "server")
-                if status >= 400
-                else None,
+                self.errors.labels(route, kind) if kind is not None else None,
             )
             self._request_children[key] = children
         requests, latency, errors = children

@@ -1,7 +1,8 @@
 """Request and response bodies of the Open Inference Protocol v2 over REST (KServe/Triton).
 
 Tensors travel as ``{"name", "shape", "datatype", "data"}`` with ``data`` flattened in row-major
-order (nested lists are accepted too). Errors are ``{"error": "..."}``. The plain JSON
+order (nested lists are accepted too), or as raw bytes after the JSON with the binary tensor
+extension (``binary_tensors.py``). Errors are ``{"error": "..."}``. The plain JSON
 ``/predict`` bodies live here as well, since they are the other wire format of the server.
 """
 
@@ -32,6 +33,11 @@ class TensorMetadata(BaseModel):
     name: str
     datatype: str = Field(description=f"One of {', '.join(V2_DATATYPES)}.")
     shape: list[int] = Field(description="Dimensions; -1 means variable size.")
+    parameters: Parameters | None = Field(
+        default=None,
+        description="Present when the shape is not known or not from a signature: "
+        "shape_known (bool) and a description.",
+    )
 
 
 class ModelMetadataResponse(BaseModel):
@@ -59,7 +65,11 @@ class RequestInput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: Parameters | None = None
-    data: list[Any] = Field(description="Tensor contents, flattened row-major (or nested).")
+    data: list[Any] | None = Field(
+        default=None,
+        description="Tensor contents, flattened row-major (or nested); absent when "
+        "parameters.binary_data_size says how many bytes of the body after the JSON hold it.",
+    )
 
 
 class RequestOutput(BaseModel):
@@ -87,7 +97,7 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: Parameters | None = None
-    data: list[Any]
+    data: list[Any] | None = Field(default=None, description="Absent for a binary output.")
 
 
 class InferenceResponse(BaseModel):

@@ -1,8 +1,9 @@
 """Run the model server: one replica in-process, or N replica processes sharing one port.
 
 Each replica is a uvicorn server on its own socket bound with ``SO_REUSEPORT`` to the same address,
-so the kernel spreads connections evenly over them, and each holds its own GPU lease (its
-``CUDA_VISIBLE_DEVICES``) or runs on CPU when no GPU was asked for. SIGTERM drains: listening
+so the kernel spreads connections evenly over them (the gRPC port, when asked for, likewise),
+and each holds its own GPU lease (its ``CUDA_VISIBLE_DEVICES``) or runs on CPU when no GPU was
+asked for. SIGTERM drains: listening
 stops, in-flight requests finish, then the process exits 0. The supervisor forwards SIGTERM to its
 replicas and exits 0 once they all drained.
 
@@ -28,6 +29,7 @@ from types import FrameType
 
 import uvicorn
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp
 
 from mlyard.errors import MlyardError, ResourceError
 from mlyard.models.registry import ResolvedModel
@@ -68,6 +70,9 @@ class ReplicaSpec(BaseModel):
     tracking_uri: str
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of the v2 gRPC service; None: no gRPC."
+    )
     max_batch_size: int = Field(default=64, ge=1)
     max_queue_delay_ms: float = Field(default=2.0, ge=0)
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1)
@@ -177,19 +182,38 @@ def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
         uri=spec.model_uri,
         flavor=spec.model_flavor,
     )
-    model = load_servable_model(resolved, device=spec.device)
-    options = AppOptions(
-        batching=BatchingConfig(spec.max_batch_size, spec.max_queue_delay_ms),
-        max_request_bytes=spec.max_request_bytes,
-        token=spec.token,
-        replica_group=(
-            SharedReadiness(Path(spec.readiness_directory), spec.replica_count)
-            if spec.readiness_directory
-            else None
-        ),
+    # Claim the gRPC port before loading the model, so a taken port fails at once and clearly;
+    # gRPC binds it again with SO_REUSEPORT beside this never-listening socket.
+    grpc_reservation = (
+        bind_socket(spec.host, spec.grpc_port, reuse_port=True)
+        if spec.grpc_port is not None
+        else None
     )
+    try:
+        model = load_servable_model(resolved, device=spec.device)
+        options = AppOptions(
+            batching=BatchingConfig(spec.max_batch_size, spec.max_queue_delay_ms),
+            max_request_bytes=spec.max_request_bytes,
+            token=spec.token,
+            replica_group=(
+                SharedReadiness(Path(spec.readiness_directory), spec.replica_count)
+                if spec.readiness_directory
+                else None
+            ),
+            grpc_port=grpc_reservation.getsockname()[1] if grpc_reservation else None,
+            grpc_host=spec.host,
+            drain_seconds=DRAIN_TIMEOUT_SECONDS,
+        )
+        _serve_http(create_app(model, options), spec, sock)
+    finally:
+        if grpc_reservation is not None:
+            grpc_reservation.close()
+    return 0
+
+
+def _serve_http(app: ASGIApp, spec: ReplicaSpec, sock: socket.socket) -> None:
     config = uvicorn.Config(
-        create_app(model, options),
+        app,
         log_level=spec.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(DRAIN_TIMEOUT_SECONDS),
@@ -197,7 +221,6 @@ def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
     )
     sock.listen(2048)
     DrainingServer(config).run(sockets=[sock])
-    return 0
 
 
 class DrainingServer(uvicorn.Server):
@@ -218,12 +241,18 @@ def _supervise(spec: ReplicaSpec, environments: list[dict[str, str]], gpus: floa
     # hands connections to the replicas' listening sockets in the same SO_REUSEPORT group.
     reservation = bind_socket(spec.host, spec.port, reuse_port=True)
     port = reservation.getsockname()[1]
+    grpc_reservation = (
+        bind_socket(spec.host, spec.grpc_port, reuse_port=True)
+        if spec.grpc_port is not None
+        else None
+    )
     metrics_dir = tempfile.mkdtemp(prefix="mlyard-serve-metrics-")
     readiness_directory = Path(metrics_dir) / "ready"
     readiness_directory.mkdir()
     replica_spec = spec.model_copy(
         update={
             "port": port,
+            "grpc_port": grpc_reservation.getsockname()[1] if grpc_reservation else None,
             "device": "cuda" if gpus > 0 else "cpu",
             "readiness_directory": str(readiness_directory),
             "replica_count": len(environments),
@@ -263,6 +292,8 @@ def _supervise(spec: ReplicaSpec, environments: list[dict[str, str]], gpus: floa
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         reservation.close()
+        if grpc_reservation is not None:
+            grpc_reservation.close()
         _remove_tree(metrics_dir)
     return 0 if not crashed and all(code == 0 for code in codes) else 1
 

@@ -48,11 +48,30 @@ def v2_datatype_of(dtype: np.dtype[Any]) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named input or output of a model: v2 datatype and shape (-1 = any size)."""
+    """One named input or output of a model: v2 datatype and shape (-1 = any size).
+
+    ``known`` is False for a placeholder of a model that does not say what it takes: the
+    metadata shows it with ``note`` saying so, and requests are not checked against it.
+    ``text`` marks a BYTES input the model takes as ``str`` (a string column).
+    """
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    known: bool = True
+    note: str | None = None
+    text: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        """The v2 REST metadata of this tensor; a placeholder carries ``parameters`` saying so."""
+        described: dict[str, Any] = {
+            "name": self.name,
+            "datatype": self.datatype,
+            "shape": list(self.shape),
+        }
+        if not self.known or self.note:
+            described["parameters"] = {"shape_known": self.known, "description": self.note or ""}
+        return described
 
     @property
     def numpy_dtype(self) -> np.dtype[Any]:
@@ -72,7 +91,7 @@ class TensorSpec:
         """A one-row array of zeros (empty strings for BYTES) fitting this spec, for warm-up."""
         shape = tuple(1 if dim == -1 else dim for dim in self.shape) or (1,)
         if self.datatype == "BYTES":
-            return np.full(shape, "", dtype=object)
+            return np.full(shape, "", dtype=np.str_ if self.text else object)
         return np.zeros(shape, dtype=self.numpy_dtype)
 
 

@@ -98,7 +98,7 @@ def test_predict_takes_instances_and_inputs(client: TestClient) -> None:
         ({"inputs": []}, "invalid request body"),
         (
             {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32"}]},
-            "invalid request body at inputs.0.data",
+            "has neither data nor a binary_data_size",
         ),
     ],
 )
