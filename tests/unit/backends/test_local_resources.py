@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, Capability, SubmittedTask
-from mlyard.backends.local.gpu_leases import lease_file_of
+from mlyard.backends.local.gpu_leases import (
+    FileLeases,
+    GpuLease,
+    HeldLease,
+    LeaseHolder,
+    lease_file_of,
+)
 from mlyard.backends.registry import create_backend
 from mlyard.errors import ResourceError
 from mlyard.models.backends import JobState
@@ -120,3 +129,29 @@ def test_a_running_gpu_step_holds_its_lease_in_the_machines_lease_file(
     local.cancel(handle)
     assert wait_terminal(local, handle).state == JobState.CANCELLED
     assert json.loads(lease_file.read_text())["leases"] == {}
+
+
+def test_a_gpu_step_waiting_for_a_gpu_another_process_holds_names_that_process(
+    local: Backend, store: ArtifactStore, tmp_path: Path
+) -> None:
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # `mlyard serve --gpus 1` in another process holds both GPUs of the machine.
+        holder = LeaseHolder(server.pid, psutil.Process(server.pid).create_time())
+        with FileLeases(lease_file_of(local.settings.home)).open() as leases:
+            for index in (0, 1):
+                lease = GpuLease(f"serve-{index}", (index,), 1.0, None)
+                leases[lease.lease_id] = HeldLease(lease, (holder,))
+        task = make_task(store, tmp_path, "add", {"a": 1, "b": 2})
+        handle = local.submit(with_resources(task, store, Resources(gpus=1)))
+        status = local.status([handle])[handle.job_id]
+        assert status.state == JobState.PENDING
+        assert status.reason == (
+            f"waiting for 1 CPU, 1 GPU (GPUs also leased by other mlyard processes: pid "
+            f"{server.pid})"
+        )
+    finally:
+        server.kill()
+        server.wait()
+    # Its holder gone, the lease is reclaimed and the step runs.
+    assert wait_terminal(local, handle).state == JobState.SUCCEEDED

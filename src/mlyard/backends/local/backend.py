@@ -381,7 +381,12 @@ class LocalBackend(Backend):
             wants.append(format_size(job.resources.memory))
         if job.resources.gpus:
             wants.append(f"{job.resources.gpus:g} GPU")
-        return "waiting for " + ", ".join(wants)
+        reason = "waiting for " + ", ".join(wants)
+        others = self.allocator.other_holders() if job.resources.gpus else []
+        if others:
+            pids = ", ".join(str(pid) for pid in others)
+            reason += f" (GPUs also leased by other mlyard processes: pid {pids})"
+        return reason
 
     # --- re-attachment -----------------------------------------------------------------
 

@@ -198,6 +198,21 @@ class GpuAllocator:
                 if held is not None:
                     leases[lease_id] = held.held_also_by(holder)
 
+    def other_holders(self) -> list[int]:
+        """Pids of the live processes holding leases this allocator did not take (another
+        ``mlyard run``, ``serve`` or ``consume``), for telling people why a GPU step waits."""
+        with self._lock, self._book.open() as leases:
+            drop_exited(leases)
+            return sorted(
+                {
+                    holder.pid
+                    for lease_id, held in leases.items()
+                    if lease_id not in self._own
+                    for holder in held.holders
+                    if holder.is_alive()
+                }
+            )
+
     # -- internals (called with the lock held) --------------------------------------------
 
     def _place(
