@@ -143,6 +143,9 @@ class Resources(BaseModel):
             )
         if self.gpu_memory is not None and self.gpus == 0:
             raise ValueError("gpu_memory is set but gpus is 0; ask for gpus too, e.g. gpus=0.5")
+        if self.gpu_type is not None and self.gpus == 0:
+            # Never dropped silently: a step without GPUs would ignore it on every backend.
+            raise ValueError("gpu_type is set but gpus is 0; ask for gpus too, e.g. gpus=1")
         return self
 
     @property

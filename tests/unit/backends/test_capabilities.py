@@ -112,3 +112,12 @@ def test_require_refuses_a_missing_capability_with_the_fix(tmp_path: Path) -> No
         declared(tmp_path).require(Capability.SERVICES, "run 2 model server replicas")
     assert refused.value.hint == DEFAULT_HINTS[Capability.SERVICES]
     declared(tmp_path, Capability.SERVICES).require(Capability.SERVICES, "serve")
+
+
+def test_gpu_fields_without_gpus_are_refused_when_the_request_is_written() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="gpu_type is set but gpus is 0"):
+        Resources(gpu_type="a100")
+    with pytest.raises(ValidationError, match="gpu_memory is set but gpus is 0"):
+        Resources(gpu_memory="10GB")
