@@ -413,7 +413,15 @@ class KubernetesBackend(Backend):
             started = [p for p in pods if _container_started(p)]
             if started:
                 first = min(started, key=_pod_index)
-                yield from _lines(self.api.pod_log(first["metadata"]["name"], follow=follow))
+                shown = 0
+                try:
+                    for line in _lines(self.api.pod_log(first["metadata"]["name"], follow=follow)):
+                        shown += 1
+                        yield line
+                except BackendError:
+                    if shown:
+                        raise
+                    break  # the pod went between the list and the read: the stored log
                 return
             if not pods or not follow:
                 break
