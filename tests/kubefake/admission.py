@@ -6,12 +6,16 @@ from __future__ import annotations
 import base64
 import copy
 import ipaddress
+import os
 import uuid
 from typing import Any
 
+import psutil
+
 from tests.kubefake.errors import ApiError, forbidden_admission
 from tests.kubefake.resources import BY_KIND, ResourceType
-from tests.kubefake.store import Obj, Store
+from tests.kubefake.store import Obj, Store, now_rfc3339
+from tests.kubefake.validation import SCHEMA_VERSION
 
 _NS = BY_KIND["Namespace"]
 
@@ -182,6 +186,73 @@ def _default_service(service: Obj, ips: ServiceIPs) -> None:
     service.setdefault("status", {"loadBalancer": {}})
 
 
+def default_node(name: str = "kubefake-node") -> Obj:
+    """One CPU node with this machine's CPUs and memory."""
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "capacity": {
+                "cpu": str(os.cpu_count() or 1),
+                "memory": f"{psutil.virtual_memory().total // 1024}Ki",
+                "pods": "110",
+                "ephemeral-storage": "100Gi",
+            }
+        },
+    }
+
+
+def complete_node(node: Obj) -> Obj:
+    """Fill what a registered kubelet reports: labels, allocatable, Ready, addresses."""
+    meta = node.setdefault("metadata", {})
+    name = meta["name"]
+    labels = meta.setdefault("labels", {})
+    labels.setdefault("kubernetes.io/hostname", name)
+    labels.setdefault("kubernetes.io/os", "linux")
+    labels.setdefault("kubernetes.io/arch", "amd64")
+    labels.setdefault("beta.kubernetes.io/os", "linux")
+    labels.setdefault("beta.kubernetes.io/arch", "amd64")
+    status = node.setdefault("status", {})
+    capacity = status.setdefault(
+        "capacity", status.get("allocatable") or default_node()["status"]["capacity"]
+    )
+    capacity.setdefault("pods", "110")
+    status.setdefault("allocatable", dict(capacity))
+    now = now_rfc3339()
+    status.setdefault(
+        "conditions",
+        [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }
+        ],
+    )
+    status.setdefault(
+        "addresses",
+        [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+    )
+    status.setdefault(
+        "nodeInfo",
+        {
+            "kubeletVersion": f"v{SCHEMA_VERSION}",
+            "containerRuntimeVersion": "containerd://1.7.27",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+            "osImage": "kubefake",
+            "kernelVersion": os.uname().release,
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+            "kubeProxyVersion": "",
+        },
+    )
+    return node
+
+
 def admit(store: Store, rtype: ResourceType, obj: Obj, ips: ServiceIPs) -> Obj:
     """The object as it will be stored: defaulted, or refused as the API server refuses it."""
     obj = copy.deepcopy(obj)
@@ -204,6 +275,8 @@ def admit(store: Store, rtype: ResourceType, obj: Obj, ips: ServiceIPs) -> Obj:
                 f"unable to create new content in namespace "
                 f"{meta['namespace']} because it is being terminated",
             )
+    if rtype.kind in ("Job", "Deployment", "ReplicaSet", "ResourceClaim"):
+        obj.setdefault("status", {})  # a non-pointer struct: the server always writes it
     if rtype.kind == "Pod":
         _default_pod(store, obj)
     elif rtype.kind == "Job":
@@ -217,6 +290,8 @@ def admit(store: Store, rtype: ResourceType, obj: Obj, ips: ServiceIPs) -> Obj:
         for key, value in (obj.pop("stringData", None) or {}).items():
             data[key] = base64.b64encode(str(value).encode()).decode()
         obj.setdefault("type", "Opaque")
+    elif rtype.kind == "Node":
+        complete_node(obj)
     elif rtype.kind == "Namespace":
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
         obj["spec"] = {"finalizers": ["kubernetes"]}

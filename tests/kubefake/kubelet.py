@@ -88,6 +88,8 @@ class Kubelet:
                 worker = PodWorker(self, pod)
                 self.workers[uid] = worker
                 worker.start()
+            elif node not in nodes:
+                worker.kill_now()  # the node is gone, and its processes with it
             else:
                 worker.wake()
             if pod["metadata"].get("deletionTimestamp"):
