@@ -6,6 +6,7 @@ The CLI maps the tree to exit codes in one place (``cli/errors.py``); a server m
 
     MlyardError
     ├── ConfigError              settings, profiles, unknown backend names
+    │   └── MissingExtraError    an optional extra a feature needs is not installed
     ├── PipelineDefinitionError  pipeline files, decorators, DAG shape, parameters
     ├── ResourceError            requests no backend or machine can satisfy
     ├── StoreError               metadata database
@@ -35,6 +36,12 @@ class MlyardError(Exception):
 class ConfigError(MlyardError):
     code = "config"
     exit_code = 2
+
+
+class MissingExtraError(ConfigError):
+    """A feature needs an optional extra that is not installed (raised by ``mlyard.extras``)."""
+
+    code = "missing_extra"
 
 
 class PipelineDefinitionError(MlyardError):

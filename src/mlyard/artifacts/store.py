@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlyard.errors import ArtifactError
+from mlyard.extras import require_extra
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -67,12 +68,8 @@ def s3_filesystem(url: str, endpoint_url: str | None, region: str | None) -> Any
         },
         "skip_instance_cache": True,
     }
-    try:
-        return fsspec.filesystem("s3", **options)
-    except ImportError as exc:
-        raise ArtifactError(
-            "An s3:// artifact store needs s3fs.", hint="pip install 'mlyard[s3]'"
-        ) from exc
+    require_extra("s3", needed_by="An s3:// artifact store")
+    return fsspec.filesystem("s3", **options)
 
 
 class ArtifactStore:

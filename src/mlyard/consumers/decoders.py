@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mlyard.errors import ConfigError
+from mlyard.extras import require_extra
 
 Decoder = Callable[[bytes], list[np.ndarray[Any, Any]]]
 
@@ -61,12 +62,8 @@ def _raw(data: bytes) -> list[np.ndarray[Any, Any]]:
 
 
 def _image_decoder() -> Decoder:
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise ConfigError(
-            "The image decoder needs Pillow.", hint="pip install pillow, or use --decoder npy."
-        ) from exc
+    require_extra("consume", needed_by="The image decoder")
+    from PIL import Image
 
     def decode(data: bytes) -> list[np.ndarray[Any, Any]]:
         with Image.open(io.BytesIO(data)) as image:
@@ -76,12 +73,8 @@ def _image_decoder() -> Decoder:
 
 
 def _video_decoder(fps: float, max_frames: int) -> Decoder:
-    try:
-        import cv2
-    except ImportError as exc:
-        raise ConfigError(
-            "The video decoder needs OpenCV.", hint="pip install opencv-python-headless."
-        ) from exc
+    require_extra("video", needed_by="The video decoder")
+    import cv2
 
     def decode(data: bytes) -> list[np.ndarray[Any, Any]]:
         import tempfile

@@ -14,8 +14,9 @@ from mlyard.consumers.decoders import make_decoder
 from mlyard.consumers.fetch import ObjectFetcher
 from mlyard.consumers.model import NOOP_MODEL
 from mlyard.consumers.options import ConsumerConfig
-from mlyard.consumers.urls import open_sink, open_source
+from mlyard.consumers.urls import broker_extras, open_sink, open_source
 from mlyard.errors import MlyardError
+from mlyard.extras import require_extra
 from mlyard.settings import load_settings
 
 
@@ -89,6 +90,9 @@ def run_worker(config: ConsumerConfig, index: int, environment: dict[str, str]) 
 
 def run_consumers(config: ConsumerConfig) -> int:
     """Run ``config.replicas`` workers until stopped; returns the exit code."""
+    # Every extra the command and its brokers need, named in one message.
+    extras = broker_extras(config.source, config.sink, config.dead_letter)
+    require_extra("consume", *extras, needed_by="mlyard consume")
     preflight(config)
     from mlyard.serving.replicas import lease_devices
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from mlyard.errors import ConfigError
+from mlyard.extras import require_extra
 
 if TYPE_CHECKING:
     from mlyard.consumers.base import Sink, Source
@@ -89,16 +90,17 @@ def parse_broker_url(url: str) -> BrokerUrl:
     )
 
 
+def broker_extras(*urls: str) -> list[str]:
+    """The optional extras the brokers of ``urls`` need (none for the embedded queue)."""
+    schemes = (urlsplit(url).scheme for url in urls)
+    return sorted({EXTRAS[scheme] for scheme in schemes if scheme in EXTRAS})
+
+
 def _broker_class(url: BrokerUrl, index: int) -> type:
     module_name, *classes = BROKERS[url.scheme]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = EXTRAS.get(url.scheme, url.scheme)
-        raise ConfigError(
-            f"The {url.scheme} broker needs an optional dependency: {exc.name}.",
-            hint=f"pip install 'mlyard[{extra}]'",
-        ) from exc
+    if url.scheme in EXTRAS:
+        require_extra(EXTRAS[url.scheme], needed_by=f"The {url.scheme} broker")
+    module = importlib.import_module(module_name)
     broker_class: type = getattr(module, classes[index])
     return broker_class
 

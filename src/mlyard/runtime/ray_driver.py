@@ -23,6 +23,9 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from mlyard.errors import MissingExtraError
+from mlyard.extras import require_extra
+
 #: Exit status when the Ray cluster could not be started; the job log says why.
 RAY_START_FAILED_EXIT = 98
 #: Ray's GCS port for this job: derived from the job id so jobs sharing a node do not collide.
@@ -59,11 +62,10 @@ def start_cluster(
 ) -> str:
     """Start the head here and the workers on the other nodes; return the cluster address."""
     try:
-        import ray.util
-    except ImportError as error:
-        raise RayStartError(
-            f"ray cannot be imported ({error}); install mlyard[ray] in the job's environment."
-        ) from error
+        require_extra("ray", needed_by="The Ray launcher (in the job's environment)")
+    except MissingExtraError as error:
+        raise RayStartError(error.message) from error
+    import ray.util
 
     command = ray_executable()
     host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]

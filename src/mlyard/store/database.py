@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from mlyard.errors import StoreError
+from mlyard.extras import require_extra
 
 #: The newest migration; the database is upgraded when it is behind.
 HEAD_REVISION = "0001"
@@ -60,6 +61,8 @@ def create_database_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
+    if parsed.get_backend_name() == "postgresql":
+        require_extra("postgres", needed_by="A PostgreSQL metadata database")
     try:
         engine = create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:

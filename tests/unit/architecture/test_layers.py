@@ -6,12 +6,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[3] / "src" / "mlyard"
-BOTTOM = {"models", "errors", "settings"}
+BOTTOM = {"models", "errors", "extras", "settings"}
 
 #: layer -> the layers it may import (besides itself and the bottom).
 ALLOWED: dict[str, set[str]] = {
     "models": set(),
     "errors": set(),
+    "extras": set(),
     "settings": set(),
     "store": set(),
     "artifacts": set(),

@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 from mlyard.artifacts.materializers.base import qualified_type, type_module
+from mlyard.extras import require_extra
 
 
 class TorchMaterializer:
@@ -35,6 +36,8 @@ class TorchMaterializer:
         return buffer.getvalue(), {"kind": "module", "class": qualified_type(value)}
 
     def load(self, data: bytes, metadata: dict[str, Any]) -> object:
+        # Saving had torch in hand; loading may happen where it is not installed.
+        require_extra("torch", needed_by="Loading a torch artifact")
         import torch
 
         # Whole modules are pickles of the user's classes: loaded only from this run's own

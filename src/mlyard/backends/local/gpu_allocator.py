@@ -32,6 +32,7 @@ from mlyard.backends.local.gpu_leases import (
     drop_exited,
 )
 from mlyard.errors import ResourceError
+from mlyard.extras import require_extra
 from mlyard.models.resources import Resources, format_size
 from mlyard.platform.gpu_inventory import GpuDevice
 
@@ -109,6 +110,12 @@ class GpuAllocator:
             return
         problem = self._why_never_satisfiable(resources)
         if problem is not None:
+            # Without NVML the machine's GPUs cannot be seen: say what to install, not "none".
+            require_extra(
+                "gpu",
+                needed_by=f"{requester} asks for {_describe_gpu_request(resources)}; "
+                "finding this machine's GPUs",
+            )
             raise ResourceError(
                 f"{requester} asks for {_describe_gpu_request(resources)}, but "
                 f"{self.describe()}{problem}.",

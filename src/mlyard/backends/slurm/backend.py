@@ -43,6 +43,7 @@ from mlyard.backends.slurm.transfer import (
     secret_exports,
 )
 from mlyard.errors import BackendError
+from mlyard.extras import require_extra
 from mlyard.models.backends import JobHandle, JobState, JobStatus
 from mlyard.models.resources import Resources
 from mlyard.settings import BackendProfile, Settings
@@ -70,6 +71,8 @@ class SlurmBackend(Backend):
     ) -> None:
         super().__init__(name, profile, settings, store)
         self.slurm = load_slurm_profile(name, profile)
+        if not self.slurm.login_node_local:  # checked here, before a run is stored
+            require_extra("slurm", needed_by=f"The slurm backend {name!r} over SSH")
         capabilities = {
             Capability.MULTI_NODE,
             Capability.GPU_TYPE,
