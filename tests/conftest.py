@@ -36,3 +36,6 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("MLYARD_") and key != "MLYARD_HOME":
             monkeypatch.delenv(key)
+    # mlyard honours MLflow's own variables where its tracking setting is unset.
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(key, raising=False)

@@ -133,8 +133,12 @@ def evaluate(
 
 
 @step
-def register(model: torch.nn.Module, scores: dict[str, float], model_name: str) -> None:
-    log_model(model, name=model_name, flavor="pytorch")
+def register(
+    model: torch.nn.Module, scores: dict[str, float], x_test: np.ndarray, model_name: str
+) -> None:
+    """Register the CNN; a few test images give it its signature (float32 [-1, 1, 28, 28] in,
+    [-1, 10] scores out)."""
+    log_model(model, name=model_name, flavor="pytorch", input_example=x_test[:5])
 
 
 @pipeline
@@ -149,4 +153,4 @@ def fmnist(
     x_train, y_train, x_test, y_test = preprocess(data)
     model = train(x_train, y_train, epochs, lr, batch_size)
     scores = evaluate(model, x_test, y_test, gate)
-    register(model, scores, model_name)
+    register(model, scores, x_test, model_name)

@@ -4,7 +4,8 @@
     mlyard run examples/quickstart/pipeline.py -p c=0.5 -p gate=0.9
 
 load → split → train → evaluate (a quality gate: accuracy, precision and recall ≥ gate)
-→ register the model in the MLflow registry.
+→ register the model in the MLflow registry, with its signature (a float32 [-1, 64] input),
+inferred from a few test images.
 """
 
 from __future__ import annotations
@@ -76,9 +77,12 @@ def evaluate(
 
 
 @step
-def register(model: LogisticRegression, scores: dict[str, float], model_name: str) -> None:
-    """Log the model with MLflow's scikit-learn flavour and register a version."""
-    log_model(model, name=model_name)
+def register(
+    model: LogisticRegression, scores: dict[str, float], x_test: np.ndarray, model_name: str
+) -> None:
+    """Log the model with MLflow's scikit-learn flavour and register a version; the example
+    gives it its signature, so clients (and ``mlyard serve``) know the tensor it takes."""
+    log_model(model, name=model_name, input_example=x_test[:5])
 
 
 @pipeline
@@ -93,7 +97,7 @@ def quickstart(
     x_train, x_test, y_train, y_test = split(features, labels, test_size, seed)
     model = train(x_train, y_train, c)
     scores = evaluate(model, x_test, y_test, gate)
-    register(model, scores, model_name)
+    register(model, scores, x_test, model_name)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,20 @@
 
 Sources, strongest first: ``MLYARD_*`` environment variables (nested with ``__``, e.g.
 ``MLYARD_STORAGE__ARTIFACTS``), ``mlyard.toml`` in the project directory, then
-``~/.config/mlyard/config.toml``. Secrets never live here: S3 keys come from the standard AWS
+``~/.config/mlyard/config.toml``. Where none of them sets the tracking URI, MLflow's own
+``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI`` are used, as MLflow users expect; both are
+read here, with the rest. Secrets never live here: S3 keys come from the standard AWS
 variables, tokens from the environment.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -62,7 +66,13 @@ class TrackingSettings(BaseModel):
 
     uri: str | None = Field(
         default=None,
-        description="MLflow tracking URI. Default: SQLite under MLYARD_HOME. 'none' disables.",
+        description="MLflow tracking URI. Default: MLFLOW_TRACKING_URI, else SQLite under "
+        "MLYARD_HOME. 'none' disables.",
+    )
+    registry_uri: str | None = Field(
+        default=None,
+        description="MLflow model registry URI. Default: MLFLOW_REGISTRY_URI when tracking.uri "
+        "is not set either, else the tracking URI.",
     )
     experiment: str = Field(default="mlyard", description="MLflow experiment for runs.")
     live: bool = Field(
@@ -70,6 +80,24 @@ class TrackingSettings(BaseModel):
         description="Let steps log to an http(s) tracking server live; otherwise they buffer "
         "and the orchestrator replays.",
     )
+
+
+class MlflowEnvironment(BaseModel):
+    """MLflow's own variables, used only where mlyard's tracking settings are not set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> MlflowEnvironment:
+        """``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI``; an empty value is unset."""
+        environ = os.environ if environ is None else environ
+        return cls(
+            tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
+            registry_uri=environ.get("MLFLOW_REGISTRY_URI") or None,
+        )
 
 
 class CostRates(BaseModel):
@@ -106,6 +134,8 @@ class Settings(BaseSettings):
 
     # Set by load_settings(): the TOML files to read, strongest first.
     _toml_files: tuple[Path, ...] = ()
+    # Read with the MLYARD_* variables, when the settings are built; never from a TOML file.
+    _mlflow: MlflowEnvironment = PrivateAttr(default_factory=MlflowEnvironment.from_environment)
 
     @classmethod
     def settings_customise_sources(
@@ -131,10 +161,26 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str | None:
-        uri = self.tracking.uri
+        """Where runs are tracked: ``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a
+        SQLite store under ``home``; ``None`` when tracking is off (``tracking.uri = 'none'``)."""
+        uri = self.tracking.uri or self._mlflow.tracking_uri
         if uri is None:
             return f"sqlite:///{self.home / 'mlflow.db'}"
         return None if uri.lower() == "none" else uri
+
+    @property
+    def registry_uri(self) -> str | None:
+        """Where models are registered: ``tracking.registry_uri``; else, when mlyard's
+        ``tracking.uri`` is not set either, ``MLFLOW_REGISTRY_URI``; else the tracking URI.
+        ``None`` when tracking is off."""
+        tracking = self.tracking_uri
+        if tracking is None:
+            return None
+        if self.tracking.registry_uri:
+            return self.tracking.registry_uri
+        if self.tracking.uri is None and self._mlflow.registry_uri:
+            return self._mlflow.registry_uri
+        return tracking
 
     def backend_profile(self, name: str) -> BackendProfile:
         """The profile called ``name``; ``local`` exists even when not configured."""

@@ -115,8 +115,9 @@ def test_closed_port_is_a_tracking_error_that_says_how_to_fix_it() -> None:
     assert caught.value.message.startswith(f"Could not reach the MLflow tracking server at {uri}: ")
     assert "Connection refused" in caught.value.message
     assert caught.value.hint == (
-        "Start it, fix tracking.uri in mlyard.toml or MLYARD_TRACKING__URI, or set it to "
-        "'none' to run without tracking."
+        "Start it, fix tracking.uri in mlyard.toml or MLYARD_TRACKING__URI (or "
+        "MLFLOW_TRACKING_URI, used when those are unset), or set tracking.uri to 'none' "
+        "to run without tracking."
     )
     with pytest.raises(TrackingError, match=f"Could not reach the MLflow tracking server at {uri}"):
         list_models(load_settings(tracking={"uri": uri}))

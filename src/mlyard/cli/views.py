@@ -82,12 +82,7 @@ def run_summary(view: RunView) -> RenderableType:
         if step.state == StepState.FAILED and step.error:
             parts.append(Text(f"\nStep {step.name!r} failed: {step.error}", style="red"))
     if view.metrics:
-        table = Table(title="Metrics", title_justify="left", show_edge=False)
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in sorted(view.metrics.items()):
-            table.add_row(key, f"{value:.4g}")
-        parts.append(table)
+        parts.append(_metrics_table(view))
     usage = view.usage
     usage_line = (
         f"Usage: {_seconds(view.duration_seconds)} wall for the run, "
@@ -109,6 +104,22 @@ def run_summary(view: RunView) -> RenderableType:
     for warning in view.warnings:
         parts.append(Text(f"Warning: {warning}", style="yellow"))
     return Group(*parts)
+
+
+def _metrics_table(view: RunView) -> Table:
+    """Every metric of the run; those of cached steps say which run logged them."""
+    table = Table(title="Metrics", title_justify="left", show_edge=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if view.cached_metrics:
+        table.add_column("")
+    for key, value in sorted(view.metrics.items()):
+        cells = [Text(key), Text(f"{value:.4g}")]
+        if view.cached_metrics:
+            source = view.cached_metrics.get(key)
+            cells.append(Text(f"cached, from run {source}" if source else "", style="dim"))
+        table.add_row(*cells)
+    return table
 
 
 def runs_table(runs: Sequence[RunRow]) -> Table:

@@ -93,7 +93,13 @@ class RunView(BaseModel):
     error: str | None = None
     steps: list[StepView] = Field(default_factory=list)
     metrics: dict[str, float] = Field(
-        default_factory=dict, description="Last value of each metric, as 'step.key'."
+        default_factory=dict,
+        description="Last value of each metric, as 'step.key', cached steps' included.",
+    )
+    cached_metrics: dict[str, str] = Field(
+        default_factory=dict,
+        description="The metrics (of ``metrics``) that cached steps logged in an earlier run: "
+        "'step.key' -> the id of that run.",
     )
     usage: Usage = Field(default_factory=Usage)
     artifacts_url: str = ""

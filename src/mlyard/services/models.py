@@ -1,8 +1,8 @@
 """Use cases of the model registry: list models, show one, resolve a reference to load.
 
-The registry is MLflow's, at ``settings.tracking_uri``. An unknown model, version or alias is a
-``NotFoundError`` whose hint lists what does exist; an unreachable or failing store is a
-``TrackingError``; tracking switched off is a ``ConfigError``.
+The registry is MLflow's, at ``settings.registry_uri`` (the tracking URI unless one is set).
+An unknown model, version or alias is a ``NotFoundError`` whose hint lists what does exist; an
+unreachable or failing store is a ``TrackingError``; tracking switched off is a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def list_models(settings: Settings) -> list[ModelSummary]:
     uri = _registry_uri(settings)
     if _store_missing(uri):
         return []
-    with _registry(uri) as client:
+    with _registry(uri, settings.tracking_uri) as client:
         return sorted(
             (_summary(model) for model in _all_registered_models(client)), key=lambda m: m.name
         )
@@ -51,7 +51,7 @@ def show_model(settings: Settings, name: str) -> ModelDetails:
     uri = _registry_uri(settings)
     if _store_missing(uri):
         raise _no_such_model(name, [])
-    with _registry(uri) as client:
+    with _registry(uri, settings.tracking_uri) as client:
         model = _registered_model(client, name)
         aliases = _aliases(model)
         versions = sorted(
@@ -75,7 +75,7 @@ def resolve_model_uri(settings: Settings, reference: str) -> ResolvedModel:
             f"Cannot resolve {reference!r}: the MLflow store {uri} has no models or runs yet.",
             hint="Run a pipeline that calls mlyard.log_model(model, name) first.",
         )
-    with _registry(uri) as client:
+    with _registry(uri, settings.tracking_uri) as client:
         if match := _RUN_REFERENCE.match(reference):
             return _resolve_run(client, uri, reference, match["run_id"], match["path"])
         if match := _ALIAS_REFERENCE.match(reference):
@@ -102,7 +102,7 @@ def resolve_model_uri(settings: Settings, reference: str) -> ResolvedModel:
 
 
 def _registry_uri(settings: Settings) -> str:
-    uri = settings.tracking_uri
+    uri = settings.registry_uri
     if uri is None:
         raise ConfigError(
             "Tracking is disabled (tracking.uri = 'none'), so there is no model registry.",
@@ -119,13 +119,14 @@ def _store_missing(uri: str) -> bool:
 
 
 @contextmanager
-def _registry(uri: str) -> Iterator[Any]:
-    """An MLflow client for ``uri``; MLflow and connection errors leave as ``TrackingError``."""
+def _registry(uri: str, tracking_uri: str | None) -> Iterator[Any]:
+    """An MLflow client for the registry at ``uri`` (runs at ``tracking_uri``); MLflow and
+    connection errors leave as ``TrackingError``."""
     if is_http_uri(uri):
         # A server that is down would make the client retry for minutes: fail in 3 s instead.
         MlflowTracker(uri, experiment="").check_reachable()
     try:
-        yield mlflow_client(uri)
+        yield mlflow_client(tracking_uri or uri, uri)
     except (NotFoundError, ConfigError, TrackingError):
         raise
     except Exception as exc:

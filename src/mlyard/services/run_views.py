@@ -1,4 +1,9 @@
-"""Building the ``RunView`` people and scripts see, from stored rows."""
+"""Building the ``RunView`` people and scripts see, from stored rows.
+
+A cached step ran in an earlier run; its metrics are that run's, shown under the cached step's
+name and listed in ``RunView.cached_metrics`` with the run they came from, so a gate reading a
+run's metrics sees every step's, cached or not.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,17 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
     if start is None:
         return None
     return ((end or datetime.now(UTC)) - start).total_seconds()
+
+
+def metric_step_run_ids(step_rows: Iterable[StepRunRow]) -> list[str]:
+    """The step runs whose metrics a run's view shows: the run's own, and for each cached
+    step the step run it reused."""
+    rows = list(step_rows)
+    return [row.id for row in rows] + [
+        row.cached_from_step_run_id
+        for row in rows
+        if row.state == StepState.CACHED and row.cached_from_step_run_id
+    ]
 
 
 def build_run_view(
@@ -66,9 +82,21 @@ def build_run_view(
                 log_handle=JobHandle.model_validate(last.handle) if last and last.handle else None,
             )
         )
+    # Metrics of a reused step run count as the cached step's (that step never ran here).
+    reused = {
+        row.cached_from_step_run_id: row
+        for row in rows.values()
+        if row.state == StepState.CACHED and row.cached_from_step_run_id
+    }
     last_metrics: dict[str, float] = {}
+    cached_metrics: dict[str, str] = {}
     for metric in metrics:
-        last_metrics[f"{names.get(metric.step_run_id, '?')}.{metric.key}"] = metric.value
+        if metric.step_run_id in names:
+            last_metrics[f"{names[metric.step_run_id]}.{metric.key}"] = metric.value
+        elif (cached := reused.get(metric.step_run_id)) is not None:
+            key = f"{cached.name}.{metric.key}"
+            last_metrics[key] = metric.value
+            cached_metrics[key] = cached.cached_from_run_id or ""
     ran = [s.usage for s in steps if s.usage is not None and s.state != StepState.CACHED]
     return RunView(
         id=run.id,
@@ -83,6 +111,7 @@ def build_run_view(
         error=run.error,
         steps=steps,
         metrics=last_metrics,
+        cached_metrics=cached_metrics,
         usage=total_usage(ran),
         artifacts_url=run.artifacts_url,
         mlflow_run_id=run.mlflow_run_id,

@@ -22,7 +22,7 @@ from mlyard.models.runs import RunState, RunView, StepState
 from mlyard.orchestration.code_package import build_code_package
 from mlyard.orchestration.loading import LoadedPipeline, trace_pipeline
 from mlyard.orchestration.reconciler import Orchestrator
-from mlyard.services.run_views import build_run_view
+from mlyard.services.run_views import build_run_view, metric_step_run_ids
 from mlyard.settings import Settings, load_settings
 from mlyard.store.repository import MetadataStore, RunRow, StepRunRow, as_utc, utcnow
 from mlyard.tracking.base import Tracker
@@ -249,7 +249,7 @@ def show_run(workspace: Workspace, run_id: str, warnings: list[str] | None = Non
         rows,
         metadata.attempts(ids),
         metadata.outputs(ids),
-        metadata.metrics(ids),
+        metadata.metrics(metric_step_run_ids(rows)),
         metadata.model_versions(ids),
         warnings or [],
         mlflow_url,

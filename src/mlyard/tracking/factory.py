@@ -9,9 +9,10 @@ from mlyard.tracking.null import NullTracker
 
 
 def create_tracker(settings: Settings) -> Tracker:
-    """``NullTracker`` when tracking is off, else an ``MlflowTracker`` on the configured URI
-    and experiment. Imports no MLflow: that happens on the tracker's first call."""
+    """``NullTracker`` when tracking is off, else an ``MlflowTracker`` on the configured
+    tracking and registry URIs and experiment. Imports no MLflow: that happens on the
+    tracker's first call."""
     uri = settings.tracking_uri
     if uri is None:
         return NullTracker()
-    return MlflowTracker(uri, settings.tracking.experiment)
+    return MlflowTracker(uri, settings.tracking.experiment, settings.registry_uri)

@@ -30,8 +30,8 @@ MAX_PARAM_VALUE_LENGTH = 6000
 HEALTH_TIMEOUT_SECONDS = 3.0
 ARTIFACTS_DIRECTORY = "mlflow-artifacts"
 FIX_HINT = (
-    "Start it, fix tracking.uri in mlyard.toml or MLYARD_TRACKING__URI, or set it to 'none' "
-    "to run without tracking."
+    "Start it, fix tracking.uri in mlyard.toml or MLYARD_TRACKING__URI (or MLFLOW_TRACKING_URI, "
+    "used when those are unset), or set tracking.uri to 'none' to run without tracking."
 )
 #: MLflow error codes that mean the store answered and refused a value (not an outage).
 REFUSAL_CODES = frozenset(
@@ -94,8 +94,9 @@ def embedded_artifact_root(uri: str) -> Path | None:
     return None if database is None else database.parent / ARTIFACTS_DIRECTORY
 
 
-def mlflow_client(uri: str) -> Any:
-    """An ``MlflowClient`` for tracking and registry at ``uri`` (imports mlflow on first use)."""
+def mlflow_client(uri: str, registry_uri: str | None = None) -> Any:
+    """An ``MlflowClient`` tracking at ``uri`` with its registry at ``registry_uri`` (default:
+    ``uri``); imports mlflow on first use."""
     import logging
     import os
 
@@ -116,14 +117,15 @@ def mlflow_client(uri: str) -> Any:
 
     # MLflow reports migrations and registrations at INFO on stderr; mlyard summarises.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=registry_uri or uri)
 
 
 class MlflowTracker:
     """Implements ``mlyard.tracking.base.Tracker`` with one ``MlflowClient``."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, registry_uri: str | None = None) -> None:
         self.uri = uri
+        self.registry_uri = registry_uri or uri
         self.experiment = experiment
         self._experiment_id: str | None = None
         #: Per parent run: its experiment and the tags its nested runs get.
@@ -131,7 +133,7 @@ class MlflowTracker:
 
     @functools.cached_property
     def _client(self) -> Any:
-        return mlflow_client(self.uri)
+        return mlflow_client(self.uri, self.registry_uri)
 
     def check_reachable(self) -> None:
         """Probe ``/health`` of a server (3 s); create a SQLite store's directory."""

@@ -285,8 +285,9 @@ def test_unreachable_server_is_a_tracking_error_with_the_fix(unused_port: int) -
         MlflowTracker(uri, "x").check_reachable()
     assert caught.value.message.startswith(f"Could not reach the MLflow tracking server at {uri}: ")
     assert caught.value.hint == (
-        "Start it, fix tracking.uri in mlyard.toml or MLYARD_TRACKING__URI, or set it to "
-        "'none' to run without tracking."
+        "Start it, fix tracking.uri in mlyard.toml or MLYARD_TRACKING__URI (or "
+        "MLFLOW_TRACKING_URI, used when those are unset), or set tracking.uri to 'none' "
+        "to run without tracking."
     )
 
 
