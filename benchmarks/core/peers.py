@@ -73,6 +73,8 @@ def peer_environment(workdir: Path) -> dict[str, str]:
         PREFECT_HOME=str(workdir / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_UI_ENABLED="false",
+        # Its default 20 s is too short on a loaded 2-core machine: the run then fails.
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
         DO_NOT_TRACK="1",
     )
     return env

@@ -29,7 +29,8 @@ from mlyard.orchestration.run_state import (
     run_outcome,
     write_through,
 )
-from mlyard.orchestration.step_tracking import StepTracking, TrackingQueue
+from mlyard.orchestration.step_tracking import FinishedStep, StepTracking
+from mlyard.orchestration.tracking_worker import TrackingWorker
 from mlyard.store.repository import MetadataStore, RunRow, as_utc, utcnow
 from mlyard.tracking.base import Tracker
 
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 #: Infrastructure failures (preemption, node failure, a lost job) retried per step, on top of
 #: the step's own retries.
 MAX_INFRASTRUCTURE_RETRIES = 3
+#: How long the run's end waits for MLflow to take the last steps, and after how long it says
+#: that it is waiting. What is left is sent by ``mlyard runs resume``.
+TRACKING_DRAIN_SECONDS = 120.0
+TRACKING_SLOW_NOTICE_SECONDS = 5.0
 HEARTBEAT_SECONDS = 1.0
 #: How long the orchestrator keeps retrying a backend it cannot reach before it gives up (the
 #: run stays resumable: its jobs keep running).
@@ -58,6 +63,7 @@ class Orchestrator:
         tracker: Tracker,
         observer: RunObserver | None = None,
         live_tracking: bool = False,
+        tracking_drain_seconds: float = TRACKING_DRAIN_SECONDS,
     ) -> None:
         self.metadata = metadata
         self.artifacts = artifacts
@@ -65,6 +71,7 @@ class Orchestrator:
         self.tracker = tracker
         self.observer = observer
         self.live_tracking = live_tracking
+        self.tracking_drain_seconds = tracking_drain_seconds
         self.warnings: list[str] = []
         self._unreachable_since: float | None = None
         self.run: RunRow
@@ -79,7 +86,7 @@ class Orchestrator:
         """Run (or continue) ``run_id`` until every step is terminal; Ctrl-C cancels it."""
         self._load(run_id)
         self.tracking = StepTracking(self.tracker, self.metadata, self.artifacts, self.warnings)
-        self.tracking_queue = TrackingQueue()
+        self.tracking_worker = TrackingWorker(self.tracking, self.run)
         self.launcher = AttemptLauncher(self.metadata, self.artifacts, self.backend, self.run)
         write_through(
             self.metadata,
@@ -101,7 +108,7 @@ class Orchestrator:
             self._cancel_everything("interrupted (Ctrl-C)")
             raise
         finally:
-            self.tracking_queue.close()
+            self.tracking_worker.close()
         return self.run
 
     def _prepare_live_tracking(self) -> None:
@@ -128,11 +135,10 @@ class Orchestrator:
             ):
                 status = JobStatus(state=JobState.SUCCEEDED)
                 outcome = read_outcome(self.artifacts, attempt, status)
-                self._track(record, outcome)
+                self.tracking_worker.record(FinishedStep(record, outcome, replayed=True))
 
     def _track(self, record: StepRecord, outcome: AttemptOutcome) -> None:
-        run = self.run
-        self.tracking_queue.submit(lambda: self.tracking.record_step(run, record, outcome))
+        self.tracking_worker.record(FinishedStep(record, outcome))
 
     def _load(self, run_id: str) -> None:
         self.run = self.metadata.get_run(run_id)
@@ -238,6 +244,7 @@ class Orchestrator:
         for record in self._open:
             attempt = record.current_attempt
             if record.state == StepState.QUEUED and attempt is not None and attempt.handle is None:
+                self.tracking_worker.prepare()
                 refused = self.launcher.submit_persisted(record)
                 if refused is not None:
                     self._record_outcome(record, refused)
@@ -331,6 +338,9 @@ class Orchestrator:
             if self.launcher.try_cache(record, self.steps):
                 changed = True
                 continue
+            # MLflow's start-up runs on the tracking thread while the steps do: only a run
+            # that executes something needs it.
+            self.tracking_worker.prepare()
             refused = self.launcher.submit_new(record, self.steps)
             if refused is not None:
                 self._record_outcome(record, refused)
@@ -341,9 +351,33 @@ class Orchestrator:
 
     def _finish_run(self) -> None:
         final, error = run_outcome(self.steps.values())
-        self.tracking_queue.drain()
+        self._wait_for_tracking(final)
         write_through(self.metadata, self.run, state=final.value, finished_at=utcnow(), error=error)
-        self.tracking.finish_run(self.run, final)
+
+    def _wait_for_tracking(self, final: RunState) -> None:
+        """The run's end waits for the tracker to take the last steps and close the parent
+        run, but not forever: a slow or unreachable MLflow gets a warning, and what it did
+        not take is sent by ``mlyard runs resume``."""
+        worker = self.tracking_worker
+        worker.finish_run(final)
+        notice = min(TRACKING_SLOW_NOTICE_SECONDS, self.tracking_drain_seconds)
+        if worker.wait_idle(notice):
+            return
+        where = getattr(self.tracker, "uri", "the tracking store")
+        logger.warning(
+            "waiting up to %g s for MLflow at %s to take the last %d step(s)",
+            self.tracking_drain_seconds,
+            where,
+            worker.unsent_steps,
+        )
+        if worker.wait_idle(self.tracking_drain_seconds - notice):
+            return
+        self.warnings.append(
+            f"MLflow at {where} did not take the last {worker.unsent_steps} step(s) within "
+            f"{self.tracking_drain_seconds:g} s (slow or unreachable). Their metrics are in "
+            f"mlyard's store; `mlyard runs resume {self.run.id}` sends them to MLflow."
+        )
+        logger.warning(self.warnings[-1])
 
     def _cancel_everything(self, reason: str) -> None:
         # A second Ctrl-C must not interrupt the cleanup and leave step processes behind.
@@ -378,8 +412,7 @@ class Orchestrator:
                 finished_at=utcnow(),
                 error=f"Run {reason}.",
             )
-            self.tracking_queue.drain()
-            self.tracking.finish_run(self.run, RunState.CANCELLED)
+            self._wait_for_tracking(RunState.CANCELLED)
             self._notify()
         finally:
             signal.signal(signal.SIGINT, previous)

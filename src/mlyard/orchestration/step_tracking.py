@@ -1,25 +1,26 @@
 """Replaying what steps logged to the tracker (MLflow): runs, params, metrics, usage, models.
 
-Steps buffer into their result document; the orchestrator replays it here, so compute nodes
-never need to reach MLflow. A tracking failure mid-run becomes a warning on the run, not a
-failed run: the metrics stay in the metadata store.
+Steps buffer into their result document; the orchestrator replays it here, on its tracking
+thread (``tracking_worker.py``), so compute nodes never need to reach MLflow and the steps never
+wait for it. A tracking failure mid-run becomes a warning on the run, not a failed run: the
+metrics stay in the metadata store, and the attempt stays untracked, so a later
+``mlyard runs resume`` sends it again.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mlyard.artifacts.materializers import load_value
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.errors import MlyardError
 from mlyard.models.runs import RunState
+from mlyard.models.tasks import MetricRecord
 from mlyard.orchestration.run_state import write_through
 from mlyard.runtime.code import ensure_code_package, make_importable
-from mlyard.store.repository import MetadataStore, RunRow
+from mlyard.store.repository import AttemptRow, MetadataStore, RunRow
 from mlyard.store.rows import ModelVersionRow
 from mlyard.tracking.base import Tracker
 
@@ -36,7 +37,31 @@ _MLFLOW_STATUS = {
 }
 
 
+@dataclass(frozen=True)
+class FinishedStep:
+    """A step whose last attempt ended (succeeded or failed for good) and is to be tracked."""
+
+    record: StepRecord
+    outcome: AttemptOutcome
+    #: Ended under an earlier orchestrator: its nested MLflow run may exist already.
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class _Tracked:
+    """What MLflow holds for one step of a batch, written to mlyard's store together."""
+
+    attempt: AttemptRow
+    record: StepRecord
+    mlflow_run_id: str
+    versions: list[ModelVersionRow]
+    parent_metrics: list[MetricRecord]
+
+
 class StepTracking:
+    """Sends finished steps to the tracker in batches; every call may block on MLflow, so
+    only the tracking thread makes them."""
+
     def __init__(
         self,
         tracker: Tracker,
@@ -52,7 +77,16 @@ class StepTracking:
     def _warn(self, what: str, error: MlyardError) -> None:
         message = f"{what}: {error.message}"
         logger.warning(message)
-        self.warnings.append(message)
+        if message not in self.warnings:  # an outage fails every batch alike: say it once
+            self.warnings.append(message)
+
+    def prepare(self) -> None:
+        """MLflow's import and store set-up, ahead of the first batch. A failure here is
+        reported by the batch that follows (it tries again), not twice."""
+        try:
+            self.tracker.prepare()
+        except MlyardError as error:
+            logger.debug("tracker not ready: %s", error.message)
 
     def start_run(self, run: RunRow) -> None:
         """Create the MLflow parent run; done at the first executed step, so a run whose
@@ -67,68 +101,106 @@ class StepTracking:
             return
         write_through(self.metadata, run, mlflow_run_id=mlflow_id)
 
-    def record_step(self, run: RunRow, record: StepRecord, outcome: AttemptOutcome) -> None:
-        attempt = record.current_attempt
-        if attempt is None or attempt.tracked:
+    def record_steps(self, run: RunRow, steps: list[FinishedStep]) -> None:
+        """Send ``steps`` to MLflow (a nested run each, their metrics on the parent run in
+        one request), then mark those MLflow took ``tracked`` in one transaction: persisted
+        first, marked after, so a kill in between only means a replay on resume."""
+        pending = [s for s in steps if (a := s.record.current_attempt) and not a.tracked]
+        if not pending:
             return
         self.start_run(run)
-        if run.mlflow_run_id is None:
+        parent = run.mlflow_run_id
+        if parent is None:
             return
+        tracked: list[_Tracked] = []
+        for step in pending:
+            try:
+                tracked.append(self._send_step(run, parent, step))
+            except MlyardError as error:
+                self._warn(f"Could not log step {step.record.node.name!r} to MLflow", error)
+        metrics = [metric for item in tracked for metric in item.parent_metrics]
+        if metrics:
+            try:
+                self.tracker.log_metrics(parent, metrics)
+            except MlyardError as error:
+                self._warn("Could not log the steps' metrics on the MLflow pipeline run", error)
+                return  # not marked tracked: resume sends them again
+        if tracked:
+            self._mark_tracked(tracked)
+
+    def _send_step(self, run: RunRow, parent: str, step: FinishedStep) -> _Tracked:
+        record, outcome = step.record, step.outcome
+        attempt = record.current_attempt
+        assert attempt is not None
         result = outcome.result
+        mlflow_id = None
+        if result is not None and result.mlflow_run_id:
+            mlflow_id = result.mlflow_run_id  # the step created its run and logged live
+        elif step.replayed:
+            mlflow_id = self.tracker.find_step_run(parent, attempt.id)
+        if mlflow_id is None:
+            mlflow_id = self.tracker.start_step_run(parent, record.node.name, attempt.id)
+        params = {
+            name: binding.value
+            for name, binding in record.node.inputs.items()
+            if binding.kind == "literal"
+        }
+        if result is not None:
+            params.update(result.params)
+        unsent = []
+        if result is not None:
+            unsent = (
+                result.metrics[result.live_metrics_sent :]
+                if result.mlflow_run_id
+                else result.metrics
+            )
+        self.tracker.log_step_data(mlflow_id, params, unsent, outcome.usage)
+        versions = []
+        if outcome.succeeded and result is not None and result.models:
+            # Models of user-defined classes unpickle only with the run's code importable.
+            make_importable(ensure_code_package(self.artifacts, run.code_digest))
+            for model in result.models:
+                model_object = load_value(self.artifacts, model.artifact)
+                example = model.input_example
+                version = self.tracker.log_model(
+                    mlflow_id,
+                    model,
+                    model_object,
+                    None if example is None else load_value(self.artifacts, example),
+                )
+                versions.append(
+                    ModelVersionRow(
+                        step_run_id=record.row.id,
+                        name=model.name,
+                        flavor=model.flavor,
+                        digest=model.artifact.digest,
+                        version=version,
+                    )
+                )
+        self.tracker.end_run(mlflow_id, "FINISHED" if outcome.succeeded else "FAILED")
+        parent_metrics = []
+        if result is not None:
+            parent_metrics = _parent_metrics(record.node.name, result.metrics)
+        return _Tracked(attempt, record, mlflow_id, versions, parent_metrics)
+
+    def _mark_tracked(self, tracked: list[_Tracked]) -> None:
         try:
-            if result is not None and result.mlflow_run_id:
-                mlflow_id = result.mlflow_run_id  # the step created its run and logged live
-            else:
-                mlflow_id = self.tracker.start_step_run(
-                    run.mlflow_run_id, record.node.name, attempt.id
-                )
-            params = {
-                name: binding.value
-                for name, binding in record.node.inputs.items()
-                if binding.kind == "literal"
-            }
-            if result is not None:
-                params.update(result.params)
-            unsent = []
-            if result is not None:
-                unsent = (
-                    result.metrics[result.live_metrics_sent :]
-                    if result.mlflow_run_id
-                    else result.metrics
-                )
-            self.tracker.log_step_data(mlflow_id, params, unsent, outcome.usage)
-            versions = []
-            if outcome.succeeded and result is not None and result.models:
-                # Models of user-defined classes unpickle only with the run's code importable.
-                make_importable(ensure_code_package(self.artifacts, run.code_digest))
-                for model in result.models:
-                    model_object = load_value(self.artifacts, model.artifact)
-                    example = model.input_example
-                    version = self.tracker.log_model(
-                        mlflow_id,
-                        model,
-                        model_object,
-                        None if example is None else load_value(self.artifacts, example),
+            with self.metadata.transaction() as connection:
+                for item in tracked:
+                    for version in item.versions:
+                        self.metadata.insert_in(connection, version)
+                    write_through(self.metadata, item.attempt, connection=connection, tracked=True)
+                    write_through(
+                        self.metadata,
+                        item.record.row,
+                        connection=connection,
+                        mlflow_run_id=item.mlflow_run_id,
                     )
-                    versions.append(
-                        ModelVersionRow(
-                            step_run_id=record.row.id,
-                            name=model.name,
-                            flavor=model.flavor,
-                            digest=model.artifact.digest,
-                            version=version,
-                        )
-                    )
-            self.tracker.end_run(mlflow_id, "FINISHED" if outcome.succeeded else "FAILED")
         except MlyardError as error:
-            self._warn(f"Could not log step {record.node.name!r} to MLflow", error)
-            return
-        if versions:
-            self.metadata.add(*versions)
-        write_through(self.metadata, attempt, tracked=True)
-        write_through(self.metadata, record.row, mlflow_run_id=mlflow_id)
+            self._warn("Could not mark steps as sent to MLflow", error)
 
     def finish_run(self, run: RunRow, state: RunState) -> None:
+        """Close the MLflow parent run with the run's final state."""
         if run.mlflow_run_id is None:
             return
         try:
@@ -137,34 +209,15 @@ class StepTracking:
             self._warn("Could not close the MLflow run", error)
 
 
-class TrackingQueue:
-    """Runs tracker calls on one background thread, in order, so that a slow MLflow (its
-    first use alone takes seconds) never holds up scheduling."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="mlyard-tracking", daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                job()
-            except Exception:  # a tracking failure must never stop the run
-                logger.exception("tracking failed")
-            finally:
-                self._queue.task_done()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self._queue.put(job)
-
-    def drain(self) -> None:
-        """Wait until every submitted call ran."""
-        self._queue.join()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+def _parent_metrics(step_name: str, metrics: list[MetricRecord]) -> list[MetricRecord]:
+    """The last value of each of a step's metrics, named ``step.metric`` (as in the run's
+    summary), for the pipeline run: MLflow's run comparison then works on pipeline runs."""
+    last: dict[str, MetricRecord] = {}
+    for metric in metrics:
+        last[metric.key] = metric
+    return [
+        MetricRecord(
+            key=f"{step_name}.{m.key}", value=m.value, step=m.step, timestamp_ms=m.timestamp_ms
+        )
+        for m in last.values()
+    ]

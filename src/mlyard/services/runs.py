@@ -21,10 +21,17 @@ from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, RunView, StepState
 from mlyard.orchestration.code_package import build_code_package
 from mlyard.orchestration.loading import LoadedPipeline, trace_pipeline
-from mlyard.orchestration.reconciler import Orchestrator
+from mlyard.orchestration.reconciler import TRACKING_DRAIN_SECONDS, Orchestrator
 from mlyard.services.run_views import build_run_view, metric_step_run_ids
 from mlyard.settings import Settings, load_settings
-from mlyard.store.repository import MetadataStore, RunRow, StepRunRow, as_utc, utcnow
+from mlyard.store.repository import (
+    AttemptRow,
+    MetadataStore,
+    RunRow,
+    StepRunRow,
+    as_utc,
+    utcnow,
+)
 from mlyard.tracking.base import Tracker
 from mlyard.tracking.factory import create_tracker
 
@@ -117,8 +124,11 @@ def execute_run(
     run_id: str,
     backend: Backend,
     observer: RunViewObserver | None = None,
+    *,
+    tracking_drain_seconds: float = TRACKING_DRAIN_SECONDS,
 ) -> RunView:
-    """Drive the run to its end in this process; Ctrl-C cancels it (and re-raises)."""
+    """Drive the run to its end in this process; Ctrl-C cancels it (and re-raises). Its end
+    waits up to ``tracking_drain_seconds`` for MLflow to take the last steps."""
     last_sent = 0.0
 
     def observe(orchestrator: Orchestrator) -> None:
@@ -146,6 +156,7 @@ def execute_run(
         tracker=workspace.tracker,
         observer=observe,
         live_tracking=_live_tracking(workspace.settings),
+        tracking_drain_seconds=tracking_drain_seconds,
     )
     try:
         orchestrator.execute(run_id)
@@ -162,9 +173,11 @@ def _live_tracking(settings: Settings) -> bool:
 def resume_run(
     workspace: Workspace, run_id: str, observer: RunViewObserver | None = None
 ) -> RunView:
-    """Finish a failed, cancelled or orphaned run: finished steps are kept, nothing runs twice."""
+    """Finish a failed, cancelled or orphaned run: finished steps are kept, nothing runs twice.
+    A succeeded run whose last steps MLflow did not take (it was slow, down, or the process
+    was killed first) gets them sent, and nothing runs."""
     run = workspace.metadata.get_run(run_id)
-    if run.state == RunState.SUCCEEDED.value:
+    if run.state == RunState.SUCCEEDED.value and not _has_untracked_steps(workspace, run):
         raise RunError(f"Run {run.id} already succeeded; there is nothing to resume.")
     if orchestrator_alive(run):
         raise RunError(
@@ -188,6 +201,21 @@ def resume_run(
     workspace.metadata.update(RunRow, run.id, cancel_requested=False)
     backend = create_backend(run.backend, _run_settings(workspace, run), workspace.artifacts)
     return execute_run(workspace, run.id, backend, observer)
+
+
+def _has_untracked_steps(workspace: Workspace, run: RunRow) -> bool:
+    """Whether a step of ``run`` ended with an attempt the tracker has not taken yet."""
+    rows = [
+        row
+        for row in workspace.metadata.step_runs(run.id)
+        if row.state in (StepState.SUCCEEDED, StepState.FAILED)
+    ]
+    latest: dict[str, AttemptRow] = {}
+    for attempt in workspace.metadata.attempts(row.id for row in rows):
+        known = latest.get(attempt.step_run_id)
+        if known is None or attempt.number > known.number:
+            latest[attempt.step_run_id] = attempt
+    return any(not attempt.tracked for attempt in latest.values())
 
 
 def _run_settings(workspace: Workspace, run: RunRow) -> Settings:

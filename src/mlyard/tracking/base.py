@@ -9,7 +9,9 @@ from mlyard.models.tasks import LoggedModel, MetricRecord, Usage
 
 
 class Tracker(Protocol):
-    """Records runs, metrics and models. Every method is called from the orchestrator only.
+    """Records runs, metrics and models. Apart from ``check_reachable`` (before a run starts)
+    and ``run_url``, only the orchestrator's tracking thread calls it
+    (``orchestration/tracking_worker.py``), one call at a time, never on the steps' path.
 
     All methods block for one round trip to the tracking store and raise ``TrackingError``
     when it cannot be reached or refuses the call.
@@ -18,11 +20,20 @@ class Tracker(Protocol):
     def check_reachable(self) -> None:
         """Raise ``TrackingError`` naming the URI and how to fix it when the store is down."""
 
+    def prepare(self) -> None:
+        """Import the client library and open the store (and the experiment), so that the
+        calls that follow are quick; the orchestrator calls it on its tracking thread while
+        the first steps run."""
+
     def start_pipeline_run(self, run_id: str, pipeline_name: str, params: Mapping[str, Any]) -> str:
         """Create the MLflow parent run for pipeline run ``run_id``; returns its MLflow run id."""
 
     def start_step_run(self, parent_run_id: str, step_name: str, attempt_id: str) -> str:
         """Create the nested MLflow run of one step; returns its MLflow run id."""
+
+    def find_step_run(self, parent_run_id: str, attempt_id: str) -> str | None:
+        """The nested run already created for ``attempt_id`` (by an orchestrator killed before
+        it marked the attempt tracked), else ``None``."""
 
     def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
         """Log parameters (values are stringified)."""
@@ -36,6 +47,10 @@ class Tracker(Protocol):
     ) -> None:
         """Log a finished step's parameters, metrics and usage together, in as few requests as
         the store allows (one for a usual step)."""
+
+    def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
+        """Log metrics (a pipeline run's ``step.metric`` values) in as few requests as the
+        store allows."""
 
     def log_model(
         self,

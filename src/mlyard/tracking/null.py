@@ -18,11 +18,17 @@ class NullTracker:
     def check_reachable(self) -> None:
         return None
 
+    def prepare(self) -> None:
+        return None
+
     def start_pipeline_run(self, run_id: str, pipeline_name: str, params: Mapping[str, Any]) -> str:
         return f"null-{run_id}"
 
     def start_step_run(self, parent_run_id: str, step_name: str, attempt_id: str) -> str:
         return f"null-{uuid.uuid4().hex}"
+
+    def find_step_run(self, parent_run_id: str, attempt_id: str) -> str | None:
+        return None
 
     def log_params(self, mlflow_run_id: str, params: Mapping[str, Any]) -> None:
         return None
@@ -34,6 +40,9 @@ class NullTracker:
         metrics: Sequence[MetricRecord],
         usage: Usage,
     ) -> None:
+        return None
+
+    def log_metrics(self, mlflow_run_id: str, metrics: Sequence[MetricRecord]) -> None:
         return None
 
     def log_model(
