@@ -286,3 +286,21 @@ def test_leasing_an_id_another_allocator_holds_returns_that_lease(tmp_path: Path
     assert GpuAllocator([a10(0), a10(1)], lease_file=lease_file).try_lease(
         "next", Resources(gpus=1)
     ) == GpuLease("next", (1,), 1.0, None)
+
+
+def test_serve_and_consume_lease_in_the_settings_home_as_mlyard_run_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlyard.serving.replicas import lease_devices
+    from mlyard.settings import load_settings
+
+    monkeypatch.setattr("mlyard.platform.gpu_inventory.discover_gpus", lambda: [a10(0)])
+    environments, release = lease_devices(1.0, 1, requester="Each consumer replica")
+    try:
+        # The file the local backend of `mlyard run` uses (it is built from the same settings).
+        shared = json.loads(lease_file_of(load_settings().home).read_text())["leases"]
+        assert [entry["devices"] for entry in shared.values()] == [[0]]
+        assert environments[0]["CUDA_VISIBLE_DEVICES"] == "0"
+    finally:
+        release()
+    assert json.loads(lease_file_of(load_settings().home).read_text())["leases"] == {}
