@@ -26,6 +26,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "gpu": ("pynvml",),
     "torch": ("torch",),
     "slurm": ("asyncssh",),
+    "k8s": ("kubernetes", "yaml"),
     "ray": ("ray",),
     "kafka": ("confluent_kafka",),
     "redis": ("redis",),

@@ -114,7 +114,7 @@ def test_consume_names_its_extra_and_the_brokers(
     )
 
 
-def test_run_with_an_s3_store_a_postgres_database_slurm_or_a_gpu(
+def test_run_with_an_s3_store_postgres_slurm_kubernetes_or_a_gpu(
     base_python: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "ok.py").write_text(OK_PIPELINE)
@@ -126,6 +126,8 @@ def test_run_with_an_s3_store_a_postgres_database_slurm_or_a_gpu(
     _fails_naming_extra(base_python, tmp_path, "run", "gpu.py", extra="gpu")
     (tmp_path / "mlyard.toml").write_text(
         '[backends.hpc]\ntype = "slurm"\nhost = "login.example.org"\ndata_route = "sftp"\n'
+        '[backends.cluster]\ntype = "kubernetes"\nimage = "ghcr.io/example/mlyard:1"\n'
     )
     line = _fails_naming_extra(base_python, tmp_path, "run", "ok.py", "-b", "hpc", extra="slurm")
     assert "'hpc'" in line
+    _fails_naming_extra(base_python, tmp_path, "run", "ok.py", "-b", "cluster", extra="k8s")

@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from mlyard.errors import ConfigError
+from mlyard.extras import require_extra
 
 if TYPE_CHECKING:
     from mlyard.artifacts.store import ArtifactStore
@@ -18,7 +19,7 @@ BACKEND_TYPES: dict[str, str] = {
     "slurm": "mlyard.backends.slurm.backend:SlurmBackend",
     "kubernetes": "mlyard.backends.kubernetes.backend:KubernetesBackend",
 }
-#: The pip extra of a backend type, where it is not named like the type.
+#: The optional extra a backend type needs (slurm's asyncssh only over SSH: SlurmBackend checks).
 BACKEND_EXTRAS: dict[str, str] = {"kubernetes": "k8s"}
 
 
@@ -56,13 +57,8 @@ def _backend_class(name: str, backend_type: str) -> type[Backend]:
             hint=f"Use one of: {', '.join(sorted(BACKEND_TYPES))}.",
         )
     module_name, class_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"Backend type {backend_type!r} needs an optional dependency: {exc.name}.",
-            hint="Install it with: pip install "
-            f"'mlyard[{BACKEND_EXTRAS.get(backend_type, backend_type)}]'",
-        ) from exc
+    if backend_type in BACKEND_EXTRAS:  # checked before a run is stored or a cluster is asked
+        require_extra(BACKEND_EXTRAS[backend_type], needed_by=f"Backend {name!r} ({backend_type})")
+    module = importlib.import_module(module_name)
     backend_class: type[Backend] = getattr(module, class_name)
     return backend_class
