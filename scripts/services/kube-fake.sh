@@ -2,7 +2,7 @@
 # A fake Kubernetes API server for tests (tests/kubefake: the REST API, a scheduler, the Job /
 # Deployment / TTL / GC controllers and a kubelet that runs containers' commands as local
 # processes), on 127.0.0.1 and a free port.
-#   kube-fake.sh install          nothing to install: it runs on the test interpreter
+#   kube-fake.sh install          check that the test interpreter has what it needs
 #   kube-fake.sh start STATE_DIR  start it; reads STATE_DIR/nodes.json, images.json and
 #                                 rbac.json when present; writes STATE_DIR/kubeconfig,
 #                                 STATE_DIR/kube.env (KUBECONFIG) and STATE_DIR/kube-fake.pid
@@ -14,8 +14,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NAME=kube-fake
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
+# Nothing to install beyond the test extra: check that it is there, without importing it.
 do_install() {
-  "${PYTHON:-python3}" -c 'import kubernetes, kubernetes_validate, jsonpatch, starlette, uvicorn'
+  "${PYTHON:-python3}" -c '
+import importlib.util, sys
+missing = [m for m in ("kubernetes", "kubernetes_validate", "jsonpatch", "starlette", "uvicorn",
+                       "cryptography", "psutil", "yaml") if importlib.util.find_spec(m) is None]
+sys.exit("kube-fake needs " + ", ".join(missing) + ": pip install -e .[dev]" if missing else 0)'
 }
 
 kube_ready() {

@@ -42,6 +42,15 @@ _WITH_STATUS = {
     "Namespace",
     "ResourceClaim",
 }
+#: Registries that answer a delete with the deleted object instead of a Status.
+_RETURNS_DELETED = {
+    "Pod",
+    "Service",
+    "ServiceAccount",
+    "DeviceClass",
+    "ResourceClaim",
+    "ResourceClaimTemplate",
+}
 _JOB_DELETE_WARNING = (
     '299 - "child pods are preserved by default when jobs are deleted; set '
     "propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress "
@@ -163,6 +172,16 @@ class Api:
         raw = await request.body()
         if not raw:
             return None
+        content_type = request.headers.get("content-type", "")
+        if "protobuf" in content_type or "cbor" in content_type:
+            # client-go sends JSON again after a 415 (the fake speaks no protobuf)
+            raise ApiError(
+                415,
+                f"the body of the request was in an unknown format - accepted "
+                f"media types include: application/json, application/yaml, "
+                f"application/json-patch+json, application/merge-patch+json, "
+                f'application/strategic-merge-patch+json (got "{content_type}")',
+            )
         try:
             if "yaml" in request.headers.get("content-type", ""):
                 return yaml.safe_load(raw)
@@ -364,7 +383,7 @@ class Api:
             preconditions.get("uid"),
             preconditions.get("resourceVersion"),
         )
-        if not removed or target.rtype.kind == "Pod":  # the pod registry returns the object
+        if not removed or target.rtype.kind in _RETURNS_DELETED:
             return _json(obj, headers=headers)
         details: dict[str, Any] = {
             "name": target.name,

@@ -8,6 +8,8 @@ import json
 import os
 import secrets
 import socket
+import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from tests.kubefake.images import ImageCatalog
 from tests.kubefake.job_controller import JobController
 from tests.kubefake.kubelet import Kubelet, KubeletSettings
 from tests.kubefake.logs import LogEndpoint
+from tests.kubefake.proxy import ServiceProxy
 from tests.kubefake.resources import BY_KIND
 from tests.kubefake.scheduler import Scheduler
 from tests.kubefake.store import Store, now_rfc3339
@@ -59,6 +62,7 @@ class Cluster:
             DeploymentController(self).run,
             GarbageCollector(self).run,
             TtlController(self).run,
+            ServiceProxy(self).run,
             self._serviceaccounts,
         ]
 
@@ -88,7 +92,8 @@ class Cluster:
             await asyncio.sleep(0.2)
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [asyncio.get_running_loop().create_task(loop()) for loop in self._loops]
+        """Start every control loop; one that fails is logged and started again."""
+        return [asyncio.get_running_loop().create_task(_supervised(loop)) for loop in self._loops]
 
     # -- subresources with side effects --------------------------------------------------------
 
@@ -148,6 +153,21 @@ class Cluster:
             },
             status_code=201,
         )
+
+
+async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            print(
+                f"kubefake: {getattr(loop, '__qualname__', loop)} failed; restarting it:\n"
+                f"{traceback.format_exc()}",
+                flush=True,
+            )
+            await asyncio.sleep(0.5)
 
 
 def bind_socket() -> socket.socket:

@@ -66,6 +66,13 @@ def _deployment(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
+def _answers(url: str) -> str | None:
+    try:
+        return str(urllib.request.urlopen(url, timeout=5).read().decode())
+    except OSError:
+        return None
+
+
 def _ready_pods(core: Any, name: str) -> list[Any]:
     pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={name}").items
     return [
@@ -99,6 +106,17 @@ def test_a_deployment_of_two_replicas_serves_from_two_pod_ips_and_scales_to_one(
         urllib.request.urlopen(f"http://{ip}:8080/", timeout=5).read().decode() for ip in addresses
     }
     assert answers == {p.metadata.name for p in pods}
+    service = core.create_namespaced_service(
+        NAMESPACE,
+        {
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+    )
+    url = f"http://{service.spec.cluster_ip}/"
+    wait_for(lambda: _answers(url), what="kube-proxy to listen on the cluster IP")
+    through_service = {_answers(url) for _ in range(4)}
+    assert through_service == answers  # kube-proxy takes the ready pods in turn
     (replica_set,) = apps.list_namespaced_replica_set(NAMESPACE, label_selector=f"app={name}").items
     assert pods[0].metadata.owner_references[0].uid == replica_set.metadata.uid
     assert replica_set.metadata.owner_references[0].uid == deployment.metadata.uid
@@ -118,6 +136,7 @@ def test_a_deployment_of_two_replicas_serves_from_two_pod_ips_and_scales_to_one(
     assert (read.spec.replicas, read.status.replicas) == (1, 1)
     assert read.status.selector == f"app={name}"
 
+    core.delete_namespaced_service(name, NAMESPACE)
     apps.delete_namespaced_deployment(name, NAMESPACE)
     wait_for(
         lambda: not core.list_namespaced_pod(NAMESPACE, label_selector=f"app={name}").items,
