@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.kubefake.dns import dns_key
 from tests.kubefake.pod_worker import PodWorker
 from tests.kubefake.resources import BY_KIND
 from tests.kubefake.store import Change, Obj
@@ -48,10 +49,11 @@ class Kubelet:
         self._wake = asyncio.Event()
         self._next_ip = int(ipaddress.IPv4Address("127.0.1.1"))
         self._pids_file = settings.state_dir / "kubelet-pids.json"
+        self._dns_key: frozenset[tuple[str, ...]] = frozenset()
         cluster.store.subscribe(self._on_change)
 
     def _on_change(self, change: Change) -> None:
-        if change.rtype.kind in ("Pod", "Secret", "ConfigMap"):
+        if change.rtype.kind in ("Pod", "Secret", "ConfigMap", "Service"):
             self._wake.set()
 
     def allocate_ip(self) -> str:
@@ -94,7 +96,11 @@ class Kubelet:
                 worker.wake()
             if pod["metadata"].get("deletionTimestamp"):
                 worker.terminate(int(pod["metadata"].get("deletionGracePeriodSeconds") or 0))
+        key = dns_key(self.cluster.store)
+        refresh, self._dns_key = key != self._dns_key, key
         for uid, worker in list(self.workers.items()):
+            if refresh and uid in seen and worker.hosts_path.exists():
+                worker.refresh_hosts()
             if uid not in seen:
                 worker.kill_now()
             if worker.done:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.utils import parse_quantity
 
 from tests.kubefake.containers import ContainerConfigError, container_env, expand
+from tests.kubefake.dns import hosts_file
 from tests.kubefake.images import InvalidImageNameError, parse_reference
 from tests.kubefake.resources import BY_KIND
 from tests.kubefake.store import Obj, now_rfc3339
@@ -95,6 +96,9 @@ class PodWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._transitions: dict[str, tuple[str, str]] = {}
+        self.hostname = self.spec.get("hostname") or self.name
+        self.hosts_path = self.directory / "hosts"
+        self._hosts = ""
 
     # -- control from the kubelet -----------------------------------------------------------
 
@@ -126,6 +130,18 @@ class PodWorker:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.done = True
+
+    def refresh_hosts(self) -> None:
+        """Rewrite the pod's /etc/hosts in place (the bind mount keeps the inode)."""
+        pod = self.store.find(_POD, self.namespace, self.name)
+        if pod is None:
+            return
+        content = hosts_file(self.store, pod, self.ip)
+        if content != self._hosts:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with self.hosts_path.open("w") as handle:
+                handle.write(content)
+            self._hosts = content
 
     def process_groups(self) -> list[int]:
         return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from tests.kubefake import dns
 from tests.kubefake.containers import probe
 from tests.kubefake.store import now_rfc3339
 
@@ -155,7 +157,12 @@ async def run_container_process(
     container.process = None
     if not argv:
         return _start_failed(worker, container, "", "no command specified")
+    executable = shutil.which(argv[0], path=env.get("PATH")) if "/" not in argv[0] else argv[0]
+    if executable is None or not Path(executable).exists():
+        return _start_failed(worker, container, argv[0], "executable file not found in $PATH")
     worker._event("Created", f"Created container: {container.name}", container)
+    worker.refresh_hosts()
+    argv = dns.wrap(argv, worker.hosts_path, worker.hostname)
     with container.log_path().open("ab") as log:
         try:
             container.process = await asyncio.create_subprocess_exec(

@@ -202,3 +202,50 @@ def test_deleting_a_job_without_a_policy_orphans_its_pods(batch: Any, core: Any)
         what="an orphan",
     )
     core.delete_namespaced_pod(pod.metadata.name, NAMESPACE)
+
+
+def test_indexed_pods_resolve_each_other_through_their_headless_service(
+    batch: Any, core: Any
+) -> None:
+    name = _name("peers")
+    core.create_namespaced_service(
+        NAMESPACE,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"job-name": name},
+                "ports": [{"port": 29500}],
+            },
+        },
+    )
+    script = (
+        "import os, socket, time\n"
+        "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
+        f"peer = '{name}-%d.{name}' % (1 - index)\n"
+        "for _ in range(100):\n"
+        "    try:\n"
+        "        address = socket.gethostbyname(peer); break\n"
+        "    except OSError:\n"
+        "        time.sleep(0.1)\n"
+        "print(socket.gethostname(), address)\n"
+    )
+    body = job_body(
+        name, ["python", "-c", script], completions=2, parallelism=2, completionMode="Indexed"
+    )
+    body["spec"]["template"]["spec"]["subdomain"] = name
+    batch.create_namespaced_job(NAMESPACE, body)
+    wait_for(
+        lambda: batch.read_namespaced_job(name, NAMESPACE).status.succeeded == 2,
+        timeout=30,
+        what="both pods",
+    )
+    pods = {
+        p.metadata.annotations["batch.kubernetes.io/job-completion-index"]: p
+        for p in _job_pods(core, name)
+    }
+    for index, pod in pods.items():
+        hostname, address = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE).split()
+        assert hostname == f"{name}-{index}"
+        assert address == pods[str(1 - int(index))].status.pod_ip
+    core.delete_namespaced_service(name, NAMESPACE)
