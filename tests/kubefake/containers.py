@@ -9,6 +9,7 @@ import base64
 import math
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from kubernetes.utils import parse_quantity
@@ -177,3 +178,50 @@ async def _probe_once(
         return len(parts) >= 2 and 200 <= int(parts[1]) < 400
     finally:
         writer.close()
+
+
+class Container:
+    """What the kubelet knows about one container of the pod."""
+
+    def __init__(
+        self, spec: dict[str, Any], init: bool, directory: Path, waiting: str = "ContainerCreating"
+    ) -> None:
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.init = init
+        self.directory = directory
+        # main containers of a pod with init containers wait as PodInitializing
+        self.state: dict[str, Any] = {"waiting": {"reason": waiting}}
+        self.last_state: dict[str, Any] = {}
+        self.restart_count = 0
+        self.ready = False
+        self.started = False
+        self.process: asyncio.subprocess.Process | None = None
+        self.oom_killed = False
+        self.liveness_failed = False
+        self.image_ref = ""
+        self.env: dict[str, str] = {}
+
+    def log_path(self) -> Path:
+        return self.directory / f"{self.restart_count}.log"
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "name": self.name,
+            "state": self.state,
+            "lastState": self.last_state,
+            "ready": self.ready,
+            "restartCount": self.restart_count,
+            "image": self.spec.get("image", ""),
+            "imageID": self.image_ref and f"{self.image_ref.split('@')[0]}@sha256:" + "0" * 64,
+            "started": self.started,
+        }
+        if self.process is not None or "terminated" in self.state:
+            status["containerID"] = f"containerd://{id(self):064x}"[-77:]
+        return status
+
+
+def memory_limit(container: Container) -> int | None:
+    """The container's memory limit in bytes, if it has one."""
+    limit = ((container.spec.get("resources") or {}).get("limits") or {}).get("memory")
+    return int(parse_quantity(limit)) if limit is not None else None

@@ -4,11 +4,17 @@ entrypoints (the fake never runs an image, only its command)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.kubefake.containers import Container
+    from tests.kubefake.pod_worker import PodWorker
 
 _COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_COMPONENT}(?:\.{_COMPONENT})*(?::[0-9]+)?"
@@ -112,3 +118,64 @@ class ImageCatalog:
         """The image's ENTRYPOINT and CMD (empty unless ``images.json`` gives them)."""
         found = self._current().get("entrypoints", {}).get(image, {})
         return list(found.get("command", [])), list(found.get("args", []))
+
+
+async def pull_image(worker: PodWorker, container: Container) -> bool:
+    """Pull the image (or find it present) as the pull policy says; retry with back-off."""
+    image = container.spec.get("image", "")
+    attempt = 0
+    catalog = worker.kubelet.cluster.images
+    pulled = worker.kubelet.pulled.setdefault(worker.node, set())
+    while not worker.terminating:
+        try:
+            ref = parse_reference(image)
+        except InvalidImageNameError as exc:
+            container.state = {"waiting": {"reason": "InvalidImageName", "message": str(exc)}}
+            worker.event("InspectFailed", str(exc), container, "Warning")
+            worker.event("Failed", "Error: InvalidImageName", container, "Warning")
+            worker.write_status()
+            await worker.sleep_unless_terminating(worker.kubelet.settings.backoff_max)
+            continue
+        policy = container.spec.get("imagePullPolicy", "IfNotPresent")
+        present = ref.full in pulled
+        if (present and policy != "Always") or policy == "Never":
+            if not present:
+                message = f'Container image "{image}" is not present with pull policy of Never'
+                container.state = {"waiting": {"reason": "ErrImageNeverPull", "message": message}}
+                worker.event("ErrImageNeverPull", message, container, "Warning")
+                worker.write_status()
+                await worker.sleep_unless_terminating(worker.kubelet.settings.backoff_max)
+                continue
+            worker.event(
+                "Pulled", f'Container image "{image}" already present on machine', container
+            )
+            container.image_ref = ref.full
+            return True
+        worker.event("Pulling", f'Pulling image "{image}"', container)
+        started = time.monotonic()
+        await asyncio.sleep(catalog.pull_seconds())
+        error = catalog.pull_error(image, ref)
+        if error is None:
+            took = f"{int((time.monotonic() - started) * 1000)}ms"
+            worker.event(
+                "Pulled",
+                f'Successfully pulled image "{image}" in {took} ({took} '
+                "including waiting). Image size: 0 bytes.",
+                container,
+            )
+            pulled.add(ref.full)
+            container.image_ref = ref.full
+            return True
+        attempt += 1
+        container.state = {"waiting": {"reason": "ErrImagePull", "message": error}}
+        worker.event("Failed", f'Failed to pull image "{image}": {error}', container, "Warning")
+        worker.event("Failed", "Error: ErrImagePull", container, "Warning")
+        worker.write_status()
+        await worker.sleep_unless_terminating(worker.backoff(attempt) / 2)
+        message = f'Back-off pulling image "{image}": ErrImagePull: {error}'
+        container.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+        worker.event("BackOff", f'Back-off pulling image "{image}"', container)
+        worker.event("Failed", "Error: ImagePullBackOff", container, "Warning")
+        worker.write_status()
+        await worker.sleep_unless_terminating(worker.backoff(attempt))
+    return False

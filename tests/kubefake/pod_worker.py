@@ -9,11 +9,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubernetes.utils import parse_quantity
-
-from tests.kubefake.containers import ContainerConfigError, container_env, expand
+from tests.kubefake.containers import Container, ContainerConfigError, container_env, expand
 from tests.kubefake.dns import hosts_file
-from tests.kubefake.images import InvalidImageNameError, parse_reference
+from tests.kubefake.images import pull_image
 from tests.kubefake.resources import BY_KIND
 from tests.kubefake.store import Obj, now_rfc3339
 
@@ -21,48 +19,6 @@ if TYPE_CHECKING:
     from tests.kubefake.kubelet import Kubelet
 
 _POD = BY_KIND["Pod"]
-
-
-class Container:
-    """What the kubelet knows about one container of the pod."""
-
-    def __init__(self, spec: dict[str, Any], init: bool, directory: Path) -> None:
-        self.spec = spec
-        self.name: str = spec["name"]
-        self.init = init
-        self.directory = directory
-        self.state: dict[str, Any] = {
-            "waiting": {"reason": "PodInitializing" if not init else "ContainerCreating"}
-        }
-        if not init:
-            self.state = {"waiting": {"reason": "ContainerCreating"}}
-        self.last_state: dict[str, Any] = {}
-        self.restart_count = 0
-        self.ready = False
-        self.started = False
-        self.process: asyncio.subprocess.Process | None = None
-        self.oom_killed = False
-        self.liveness_failed = False
-        self.image_ref = ""
-        self.env: dict[str, str] = {}
-
-    def log_path(self) -> Path:
-        return self.directory / f"{self.restart_count}.log"
-
-    def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "name": self.name,
-            "state": self.state,
-            "lastState": self.last_state,
-            "ready": self.ready,
-            "restartCount": self.restart_count,
-            "image": self.spec.get("image", ""),
-            "imageID": self.image_ref and f"{self.image_ref.split('@')[0]}@sha256:" + "0" * 64,
-            "started": self.started,
-        }
-        if self.process is not None or "terminated" in self.state:
-            status["containerID"] = f"containerd://{id(self):064x}"[-77:]
-        return status
 
 
 class PodWorker:
@@ -77,12 +33,13 @@ class PodWorker:
         self.spec = pod["spec"]
         self.directory = kubelet.settings.state_dir / "pods" / self.uid
         self.ip = kubelet.allocate_ip()
+        waiting = "PodInitializing" if self.spec.get("initContainers") else "ContainerCreating"
         self.init_containers = [
             Container(c, True, self.directory / c["name"])
             for c in self.spec.get("initContainers") or []
         ]
         self.containers = [
-            Container(c, False, self.directory / c["name"])
+            Container(c, False, self.directory / c["name"], waiting)
             for c in self.spec.get("containers") or []
         ]
         self.start_time = now_rfc3339()
@@ -119,7 +76,7 @@ class PodWorker:
         for container in self._all():
             if container.process is not None and container.process.returncode is None:
                 if first:
-                    self._event("Killing", f"Stopping container {container.name}", container)
+                    self.event("Killing", f"Stopping container {container.name}", container)
                 self._signal(container, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         self._wake.set()
 
@@ -172,7 +129,7 @@ class PodWorker:
 
     async def _run(self) -> None:
         try:
-            self._write_status()
+            self.write_status()
             deadline = self.spec.get("activeDeadlineSeconds")
             watchdog = (
                 asyncio.get_running_loop().create_task(self._deadline(deadline))
@@ -185,14 +142,14 @@ class PodWorker:
                     break
             else:
                 self.initialized = True
-                self._write_status()
+                self.write_status()
                 await asyncio.gather(*(self._run_container(c) for c in self.containers))
             if watchdog is not None:
                 watchdog.cancel()
             self._finish()
             while not self.terminating:
                 await self._wait(1.0)
-            self._write_status()
+            self.write_status()
             self.store.delete(_POD, self.namespace, self.name, grace_seconds=0)
         except asyncio.CancelledError:
             pass
@@ -211,7 +168,7 @@ class PodWorker:
             "DeadlineExceeded",
             ("Pod was active on the node longer than the specified deadline"),
         )
-        self._event("DeadlineExceeded", self.message, None, "Warning")
+        self.event("DeadlineExceeded", self.message, None, "Warning")
         self.terminating = True
         for container in self._all():
             self._signal(container, signal.SIGKILL)
@@ -222,12 +179,12 @@ class PodWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    async def _sleep_unless_terminating(self, seconds: float) -> None:
+    async def sleep_unless_terminating(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self.terminating and time.monotonic() < end:
             await self._wait(min(0.5, end - time.monotonic()))
 
-    def _backoff(self, attempt: int) -> float:
+    def backoff(self, attempt: int) -> float:
         settings = self.kubelet.settings
         return min(settings.backoff_base * 2 ** max(attempt - 1, 0), settings.backoff_max)
 
@@ -235,7 +192,7 @@ class PodWorker:
         """Run ``container`` until it needs no restart; True when it ended with exit code 0."""
         attempt = 0
         while not self.terminating:
-            if not await self._pull(container):
+            if not await pull_image(self, container):
                 return False
             try:
                 env = self._environment(container)
@@ -243,10 +200,10 @@ class PodWorker:
                 container.state = {
                     "waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}
                 }
-                self._event("Failed", f"Error: {exc}", container, "Warning")
-                self._write_status()
+                self.event("Failed", f"Error: {exc}", container, "Warning")
+                self.write_status()
                 attempt += 1
-                await self._sleep_unless_terminating(self._backoff(attempt))
+                await self.sleep_unless_terminating(self.backoff(attempt))
                 continue
             exit_code = await self._execute(container, env)
             policy = self.spec.get("restartPolicy", "Always")
@@ -256,7 +213,7 @@ class PodWorker:
             if not restart or self.terminating:
                 return exit_code == 0
             attempt += 1
-            delay = self._backoff(attempt)
+            delay = self.backoff(attempt)
             container.last_state = container.state
             container.restart_count += 1
             container.state = {
@@ -268,77 +225,15 @@ class PodWorker:
                     ),
                 }
             }
-            self._event(
+            self.event(
                 "BackOff",
                 f"Back-off restarting failed container {container.name} in "
                 f"pod {self.name}_{self.namespace}({self.uid})",
                 container,
                 "Warning",
             )
-            self._write_status()
-            await self._sleep_unless_terminating(delay)
-        return False
-
-    async def _pull(self, container: Container) -> bool:
-        """Pull the image (or find it present) as the pull policy says; retry with back-off."""
-        image = container.spec.get("image", "")
-        attempt = 0
-        catalog = self.kubelet.cluster.images
-        pulled = self.kubelet.pulled.setdefault(self.node, set())
-        while not self.terminating:
-            try:
-                ref = parse_reference(image)
-            except InvalidImageNameError as exc:
-                container.state = {"waiting": {"reason": "InvalidImageName", "message": str(exc)}}
-                self._event("InspectFailed", str(exc), container, "Warning")
-                self._event("Failed", "Error: InvalidImageName", container, "Warning")
-                self._write_status()
-                await self._sleep_unless_terminating(self.kubelet.settings.backoff_max)
-                continue
-            policy = container.spec.get("imagePullPolicy", "IfNotPresent")
-            present = ref.full in pulled
-            if (present and policy != "Always") or policy == "Never":
-                if not present:
-                    message = f'Container image "{image}" is not present with pull policy of Never'
-                    container.state = {
-                        "waiting": {"reason": "ErrImageNeverPull", "message": message}
-                    }
-                    self._event("ErrImageNeverPull", message, container, "Warning")
-                    self._write_status()
-                    await self._sleep_unless_terminating(self.kubelet.settings.backoff_max)
-                    continue
-                self._event(
-                    "Pulled", f'Container image "{image}" already present on machine', container
-                )
-                container.image_ref = ref.full
-                return True
-            self._event("Pulling", f'Pulling image "{image}"', container)
-            started = time.monotonic()
-            await asyncio.sleep(catalog.pull_seconds())
-            error = catalog.pull_error(image, ref)
-            if error is None:
-                took = f"{int((time.monotonic() - started) * 1000)}ms"
-                self._event(
-                    "Pulled",
-                    f'Successfully pulled image "{image}" in {took} ({took} '
-                    "including waiting). Image size: 0 bytes.",
-                    container,
-                )
-                pulled.add(ref.full)
-                container.image_ref = ref.full
-                return True
-            attempt += 1
-            container.state = {"waiting": {"reason": "ErrImagePull", "message": error}}
-            self._event("Failed", f'Failed to pull image "{image}": {error}', container, "Warning")
-            self._event("Failed", "Error: ErrImagePull", container, "Warning")
-            self._write_status()
-            await self._sleep_unless_terminating(self._backoff(attempt) / 2)
-            message = f'Back-off pulling image "{image}": ErrImagePull: {error}'
-            container.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
-            self._event("BackOff", f'Back-off pulling image "{image}"', container)
-            self._event("Failed", "Error: ImagePullBackOff", container, "Warning")
-            self._write_status()
-            await self._sleep_unless_terminating(self._backoff(attempt))
+            self.write_status()
+            await self.sleep_unless_terminating(delay)
         return False
 
     def _environment(self, container: Container) -> dict[str, str]:
@@ -375,11 +270,11 @@ class PodWorker:
             self.phase = "Succeeded"
         else:
             self.phase = "Failed"
-        self._write_status()
+        self.write_status()
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def _event(
+    def event(
         self, reason: str, message: str, container: Container | None, type_: str = "Normal"
     ) -> None:
         pod = self.store.find(_POD, self.namespace, self.name)
@@ -414,7 +309,7 @@ class PodWorker:
             condition["reason"] = reason
         return condition
 
-    def _write_status(self) -> None:
+    def write_status(self) -> None:
         pod = self.store.find(_POD, self.namespace, self.name)
         if pod is None:
             return
@@ -465,9 +360,3 @@ class PodWorker:
         if self.reason:
             status["reason"], status["message"] = self.reason, self.message
         self.store.update(_POD, pod)
-
-
-def memory_limit(container: Container) -> int | None:
-    """The container's memory limit in bytes, if it has one."""
-    limit = ((container.spec.get("resources") or {}).get("limits") or {}).get("memory")
-    return int(parse_quantity(limit)) if limit is not None else None

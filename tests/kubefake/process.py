@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from tests.kubefake import dns
-from tests.kubefake.containers import probe
+from tests.kubefake.containers import memory_limit, probe
 from tests.kubefake.store import now_rfc3339
 
 if TYPE_CHECKING:
-    from tests.kubefake.pod_worker import Container, PodWorker
+    from tests.kubefake.containers import Container
+    from tests.kubefake.pod_worker import PodWorker
 
 _EXEC_ERROR = (
     "failed to create containerd task: failed to create shim task: OCI runtime create failed: "
@@ -69,7 +70,7 @@ async def _run_probes(
     container.started = True
     if not readiness:
         container.ready = True
-        worker._write_status()
+        worker.write_status()
     tasks = []
     if readiness:
         tasks.append(_probe_loop(worker, container, readiness, env, cwd, "Readiness"))
@@ -96,7 +97,7 @@ async def _probe_loop(
             return
         successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
         if not ok:
-            worker._event(
+            worker.event(
                 "Unhealthy",
                 f"{kind} probe failed: probe to {worker.ip} failed",
                 container,
@@ -110,7 +111,7 @@ async def _probe_loop(
                 ready = False
             if ready != container.ready:
                 container.ready = ready
-                worker._write_status()
+                worker.write_status()
         elif not ok and failures >= int(spec.get("failureThreshold", 3)):
             await _liveness_kill(worker, container, kind)
             return
@@ -119,7 +120,7 @@ async def _probe_loop(
 
 async def _liveness_kill(worker: PodWorker, container: Container, kind: str) -> None:
     container.liveness_failed = True
-    worker._event(
+    worker.event(
         "Killing",
         f"Container {container.name} failed {kind.lower()} probe, will be restarted",
         container,
@@ -160,7 +161,7 @@ async def run_container_process(
     executable = shutil.which(argv[0], path=env.get("PATH")) if "/" not in argv[0] else argv[0]
     if executable is None or not Path(executable).exists():
         return _start_failed(worker, container, argv[0], "executable file not found in $PATH")
-    worker._event("Created", f"Created container: {container.name}", container)
+    worker.event("Created", f"Created container: {container.name}", container)
     worker.refresh_hosts()
     argv = dns.wrap(argv, worker.hosts_path, worker.hostname)
     with container.log_path().open("ab") as log:
@@ -180,11 +181,9 @@ async def run_container_process(
             return _start_failed(worker, container, argv[0], "permission denied")
     started_at = now_rfc3339()
     container.state = {"running": {"startedAt": started_at}}
-    worker._event("Started", f"Started container {container.name}", container)
+    worker.event("Started", f"Started container {container.name}", container)
     worker.kubelet.record_pids()
-    worker._write_status()
-    from tests.kubefake.pod_worker import memory_limit
-
+    worker.write_status()
     helpers = [
         asyncio.create_task(_run_probes(worker, container, env, cwd)),
         asyncio.create_task(_enforce_grace(worker, container)),
@@ -215,7 +214,7 @@ async def run_container_process(
         }
     }
     worker.kubelet.record_pids()
-    worker._write_status()
+    worker.write_status()
     return exit_code
 
 
@@ -231,6 +230,6 @@ def _start_failed(worker: PodWorker, container: Container, executable: str, why:
             "finishedAt": now,
         }
     }
-    worker._event("Failed", f"Error: {message}", container, "Warning")
-    worker._write_status()
+    worker.event("Failed", f"Error: {message}", container, "Warning")
+    worker.write_status()
     return 128

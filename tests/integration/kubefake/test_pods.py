@@ -330,3 +330,20 @@ def test_pods_of_a_deleted_node_fail_as_pod_gc_fails_them(core: Any) -> None:
         "DeletionByPodGC",
         "PodGC: node no longer exists",
     )
+
+
+def test_init_containers_run_to_completion_before_the_containers(core: Any) -> None:
+    name = _name("init")
+    body = pod_body(name, ["python", "-c", "print('main')"])
+    body["spec"]["initContainers"] = [
+        {"name": "setup", "image": "busybox:1.36", "command": ["python", "-c", "print('setup')"]}
+    ]
+    core.create_namespaced_pod(NAMESPACE, body)
+    wait_for(
+        lambda: core.read_namespaced_pod(name, NAMESPACE).status.phase == "Succeeded",
+        what="success",
+    )
+    status = core.read_namespaced_pod(name, NAMESPACE).status
+    assert status.init_container_statuses[0].state.terminated.reason == "Completed"
+    assert core.read_namespaced_pod_log(name, NAMESPACE, container="setup") == "setup\n"
+    assert core.read_namespaced_pod_log(name, NAMESPACE) == "main\n"
