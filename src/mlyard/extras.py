@@ -61,7 +61,8 @@ def require_extra(*extras: str, needed_by: str) -> None:
     missing = {extra: module for extra in extras if (module := missing_module(extra)) is not None}
     if not missing:
         return
-    names = " and ".join(repr(extra) for extra in missing)
+    quoted = [repr(extra) for extra in missing]
+    names = " and ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
     modules = list(dict.fromkeys(missing.values()))
     verb = "is" if len(modules) == 1 else "are"
     plural = "s" if len(missing) > 1 else ""

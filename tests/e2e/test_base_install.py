@@ -93,23 +93,23 @@ def test_serve_needs_the_serve_extra(base_python: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "extra"),
+    ("source", "decoder", "extra"),
     [
-        ("sqlite:///queue.db?topic=in", "consume"),
-        ("redis://127.0.0.1:6379/0?stream=in&group=g", "consume,redis"),
-        ("kafka://127.0.0.1:9092?topic=in&group=g", "consume,kafka"),
-        ("nats://127.0.0.1:4222?stream=S&subject=in&durable=d", "consume,nats"),
+        ("sqlite:///queue.db?topic=in", "npy", "consume"),
+        ("redis://127.0.0.1:6379/0?stream=in&group=g", "npy", "consume,redis"),
+        ("kafka://127.0.0.1:9092?topic=in&group=g", "npy", "consume,kafka"),
+        ("nats://127.0.0.1:4222?stream=S&subject=in&durable=d", "video", "consume,nats,video"),
     ],
 )
 def test_consume_names_its_extra_and_the_brokers(
-    base_python: Path, tmp_path: Path, source: str, extra: str
+    base_python: Path, tmp_path: Path, source: str, decoder: str, extra: str
 ) -> None:
     _fails_naming_extra(
         base_python,
         tmp_path,
         "consume",
         *("--source", source, "--sink", "sqlite:///queue.db?topic=out", "--model", "noop"),
-        *("--dead-letter", "sqlite:///queue.db?topic=dead"),
+        *("--dead-letter", "sqlite:///queue.db?topic=dead", "--decoder", decoder),
         extra=extra,
     )
 

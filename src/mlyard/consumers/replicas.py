@@ -66,7 +66,7 @@ def run_worker(config: ConsumerConfig, index: int, environment: dict[str, str]) 
     dead_letters = open_sink(config.dead_letter)
     fetcher = ObjectFetcher(settings)
     if config.metrics_port is not None:
-        serve_metrics(config.metrics_port + index)
+        serve_metrics(config.metrics_port + index, config.metrics_host)
     worker = ConsumerWorker(
         source=source,
         sink=sink,
@@ -90,8 +90,10 @@ def run_worker(config: ConsumerConfig, index: int, environment: dict[str, str]) 
 
 def run_consumers(config: ConsumerConfig) -> int:
     """Run ``config.replicas`` workers until stopped; returns the exit code."""
-    # Every extra the command and its brokers need, named in one message.
+    # Every extra the command, its brokers and its decoder need, named in one message.
     extras = broker_extras(config.source, config.sink, config.dead_letter)
+    if config.decoder == "video":
+        extras.append("video")
     require_extra("consume", *extras, needed_by="mlyard consume")
     preflight(config)
     from mlyard.serving.replicas import lease_devices
