@@ -74,6 +74,20 @@ class Cluster:
         nodes = json.loads(nodes_file.read_text()) if nodes_file.exists() else [default_node()]
         for node in nodes:
             self.store.create(_NODE, complete_node(node))
+        for name, value in (
+            ("system-cluster-critical", 2000000000),
+            ("system-node-critical", 2000001000),
+        ):
+            self.store.create(
+                BY_KIND["PriorityClass"],
+                {
+                    "metadata": {"name": name},
+                    "value": value,
+                    "preemptionPolicy": "PreemptLowerPriority",
+                    "description": "Used for system critical pods that must "
+                    "not be moved from their current node.",
+                },
+            )
         self._ensure_serviceaccounts()
 
     def _ensure_serviceaccounts(self) -> None:

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tests.kubefake.errors import ApiError
-from tests.kubefake.resources import BY_KIND, RESOURCE_TYPES
+from tests.kubefake.resources import BY_KIND, RESOURCE_TYPES, ResourceType
 from tests.kubefake.store import Change, Obj, now_rfc3339, parse_time
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class GarbageCollector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
-    def _all(self) -> list[tuple[object, Obj]]:
+    def _all(self) -> list[tuple[ResourceType, Obj]]:
         return [(t, o) for t in RESOURCE_TYPES for o in self.store.peek(t)]
 
     def collect(self) -> None:
@@ -73,40 +73,40 @@ class GarbageCollector:
         self._pod_gc()
         self._namespaces()
 
-    def _delete(self, rtype: object, obj: Obj, policy: str) -> None:
+    def _delete(self, rtype: ResourceType, obj: Obj, policy: str) -> None:
         if obj["metadata"].get("deletionTimestamp") and policy != "Foreground":
             return
         finalizer = "foregroundDeletion" if policy == "Foreground" else None
         with contextlib.suppress(ApiError):
             self.store.delete(
                 rtype,
-                obj["metadata"].get("namespace", ""),  # type: ignore[arg-type]
+                obj["metadata"].get("namespace", ""),
                 obj["metadata"]["name"],
                 add_finalizer=finalizer,
             )
 
-    def _fresh(self, rtype: object, obj: Obj) -> Obj | None:
+    def _fresh(self, rtype: ResourceType, obj: Obj) -> Obj | None:
         return self.store.find(
             rtype,
-            obj["metadata"].get("namespace", ""),  # type: ignore[arg-type]
+            obj["metadata"].get("namespace", ""),
             obj["metadata"]["name"],
         )
 
-    def _drop_owner(self, rtype: object, obj: Obj, uid: str) -> None:
+    def _drop_owner(self, rtype: ResourceType, obj: Obj, uid: str) -> None:
         current = self._fresh(rtype, obj)
         if current is not None:
             current["metadata"]["ownerReferences"] = [
                 o for o in current["metadata"].get("ownerReferences") or [] if o["uid"] != uid
             ]
-            self.store.update(rtype, current)  # type: ignore[arg-type]
+            self.store.update(rtype, current)
 
-    def _drop_finalizer(self, rtype: object, obj: Obj, finalizer: str) -> None:
+    def _drop_finalizer(self, rtype: ResourceType, obj: Obj, finalizer: str) -> None:
         current = self._fresh(rtype, obj)
         if current is not None:
             current["metadata"]["finalizers"] = [
                 f for f in current["metadata"].get("finalizers") or [] if f != finalizer
             ]
-            self.store.update(rtype, current)  # type: ignore[arg-type]
+            self.store.update(rtype, current)
 
     def _pod_gc(self) -> None:
         """Pods bound to a node that no longer exists fail with DisruptionTarget, then go."""

@@ -292,16 +292,12 @@ def test_an_evicted_pod_gets_disruption_target_and_goes(core: Any) -> None:
     )
 
 
-def test_pods_of_a_deleted_node_fail_as_pod_gc_fails_them(core: Any) -> None:
+def test_a_pending_pod_runs_on_a_node_that_joins_and_fails_as_pod_gc_fails_it_when_the_node_goes(
+    core: Any,
+) -> None:
     from kubernetes import watch
 
     node, name = _name("spot"), _name("lost")
-    core.create_node(
-        {
-            "metadata": {"name": node, "labels": {"pool": "spot"}},
-            "status": {"capacity": {"cpu": "2", "memory": "4Gi"}},
-        }
-    )
     core.create_namespaced_pod(
         NAMESPACE,
         pod_body(
@@ -309,6 +305,15 @@ def test_pods_of_a_deleted_node_fail_as_pod_gc_fails_them(core: Any) -> None:
             ["python", "-c", "import time; time.sleep(60)"],
             pod_spec={"nodeSelector": {"pool": "spot"}},
         ),
+    )
+    condition = wait_for(lambda: _condition(core, name, "PodScheduled"), what="Unschedulable")
+    assert "didn't match Pod's node affinity/selector" in condition.message
+    # a node that fits joins: the scheduler tries again
+    core.create_node(
+        {
+            "metadata": {"name": node, "labels": {"pool": "spot"}},
+            "status": {"capacity": {"cpu": "2", "memory": "4Gi"}},
+        }
     )
     wait_for(
         lambda: core.read_namespaced_pod(name, NAMESPACE).status.phase == "Running", what="running"
