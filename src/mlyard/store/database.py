@@ -68,7 +68,8 @@ def create_database_engine(url: str) -> Engine:
     except (ArgumentError, ImportError) as exc:
         raise StoreError(
             f"Cannot open the database {parsed.render_as_string(hide_password=True)}: {exc}",
-            hint="For PostgreSQL install the extra: pip install 'mlyard[postgres]'.",
+            hint="Use a sqlite:/// or postgresql:// URL (in database.url of mlyard.toml or "
+            "MLYARD_DATABASE__URL).",
         ) from exc
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
