@@ -369,9 +369,7 @@ class KubernetesBackend(Backend):
             reason=mapped.reason,
             infrastructure_failure=mapped.infrastructure_failure,
             exit_code=mapped.exit_code,
-            usage=_usage(job, pods, self.profile.costs.gpu_hour, self.profile.costs.cpu_hour)
-            if mapped.state.is_terminal
-            else None,
+            usage=_usage(job, pods) if mapped.state.is_terminal else None,
             submit_script=self._manifests.get(handle.job_id),
         )
 
@@ -458,11 +456,11 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
         yield pending.decode(errors="replace")
 
 
-def _usage(job: Manifest, pods: list[Manifest], gpu_hour: float, cpu_hour: float) -> Usage | None:
-    """Queue wait (Job created -> first container running) and wall time from the API."""
+def _usage(job: Manifest, pods: list[Manifest]) -> Usage | None:
+    """Queue wait: the Job's creation to its first container start (the runtime measures the
+    rest itself, more finely than the API's one-second timestamps)."""
     created = parse_time(job["metadata"].get("creationTimestamp"))
     started: list[datetime] = []
-    ended: list[datetime] = []
     for pod in pods:
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             state = container.get("state") or {}
@@ -470,15 +468,9 @@ def _usage(job: Manifest, pods: list[Manifest], gpu_hour: float, cpu_hour: float
                 moment = parse_time((state.get(key) or {}).get("startedAt"))
                 if moment:
                     started.append(moment)
-            finished = parse_time((state.get("terminated") or {}).get("finishedAt"))
-            if finished:
-                ended.append(finished)
     if created is None or not started:
         return None
-    queue = max(0.0, (min(started) - created).total_seconds())
-    wall = max(0.0, (max(ended) - min(started)).total_seconds()) if ended else 0.0
-    del gpu_hour, cpu_hour  # billing rates apply to what the runtime measured (accounting.py)
-    return Usage(queue_seconds=queue, wall_seconds=wall)
+    return Usage(queue_seconds=max(0.0, (min(started) - created).total_seconds()))
 
 
 def _as_applied(job: Manifest) -> Manifest:
