@@ -250,6 +250,7 @@ def build_section(
     *,
     command: str,
     versions: dict[str, str],
+    load_averages: tuple[float, float] | None = None,
     repetitions: int,
     n: int,
     overhead: list[FlowResult] | None,
@@ -264,6 +265,14 @@ def build_section(
         "",
         f"Command: `{FULL_COMMAND}` (`--quick`: one repetition, no 2000-step DAG)  ",
         f"Machine: {machine_description()}  ",
+        *(
+            [
+                f"Load (1-minute load average, from other work too) at the start / end of this "
+                f"run: {load_averages[0]:.1f} / {load_averages[1]:.1f}  "
+            ]
+            if load_averages
+            else []
+        ),
         f"Peers: Metaflow {versions.get('metaflow', '?')} (local runtime, local datastore and "
         f"metadata), Prefect {versions.get('prefect', '?')} (default thread-pool task runner, "
         "ephemeral API server on SQLite), in `benchmarks/.venv-peers`; every run of every tool "

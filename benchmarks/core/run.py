@@ -17,6 +17,7 @@ One command: ``.venv/bin/python benchmarks/core/run.py [--quick]``. It
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     repetitions = args.repetitions or (1 if args.quick else 5)
     chosen = set(args.only or BENCHMARKS)
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
 
     overhead: list[FlowResult] | None = None
     versions: dict[str, str] = {}
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             [".venv/bin/python benchmarks/core/run.py", *map(shlex.quote, argv or sys.argv[1:])]
         ),
         versions=versions,
+        load_averages=(load_before, os.getloadavg()[0]),
         repetitions=repetitions,
         n=args.steps,
         overhead=overhead,
