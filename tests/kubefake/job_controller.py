@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 _JOB, _POD = BY_KIND["Job"], BY_KIND["Pod"]
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+_UID_LABEL = "batch.kubernetes.io/controller-uid"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 _TERMINAL = ("Succeeded", "Failed")
 
@@ -145,28 +146,36 @@ class JobController:
         while True:
             self._wake.clear()
             self._release_orphans()
+            # one pass over the pods for every Job (read-only: reconcile copies what it changes)
+            by_job: dict[str, list[Obj]] = {}
+            for pod in self.store.peek(_POD):
+                owner = (pod["metadata"].get("labels") or {}).get(_UID_LABEL)
+                if owner:
+                    by_job.setdefault(owner, []).append(pod)
             for job in list(self.store.peek(_JOB)):
+                uid = job["metadata"]["uid"]
+                pods = [
+                    p
+                    for p in by_job.get(uid, ())
+                    if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])
+                ]
+                if (_has(job, "Complete") or _has(job, "Failed")) and not any(
+                    TRACKING_FINALIZER in (p["metadata"].get("finalizers") or ()) for p in pods
+                ):
+                    continue  # finished and fully counted: nothing left to do
                 try:
-                    self.reconcile(copy.deepcopy(job))
+                    self.reconcile(copy.deepcopy(job), pods)
                 except ApiError as exc:
                     if exc.code not in (404, 409):
                         raise
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
 
-    def _pods(self, job: Obj) -> list[Obj]:
-        uid = job["metadata"]["uid"]
-        return [
-            p
-            for p in self.store.list(_POD, job["metadata"]["namespace"])
-            if (p["metadata"].get("labels") or {}).get("batch.kubernetes.io/controller-uid") == uid
-            and any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])
-        ]
-
-    def reconcile(self, job: Obj) -> None:
+    def reconcile(self, job: Obj, pods: list[Obj]) -> None:
+        """Bring ``job``'s pods and status one step closer to its spec; ``pods`` (its pods as
+        stored) are not changed in place."""
         spec, status = job["spec"], job.setdefault("status", {})
         original = copy.deepcopy(status)
-        pods = self._pods(job)
         finished = _has(job, "Complete") or _has(job, "Failed")
         indexed = spec.get("completionMode") == "Indexed"
         completed = _parse_indexes(status.get("completedIndexes"))
@@ -199,8 +208,11 @@ class JobController:
                         self.cluster.kubelet.settings.backoff_base * 2 ** (status["failed"] - 1),
                         60.0,
                     )
-            meta["finalizers"] = [f for f in meta["finalizers"] if f != TRACKING_FINALIZER]
-            self.store.update(_POD, pod)
+            released = copy.deepcopy(pod)
+            released["metadata"]["finalizers"] = [
+                f for f in meta["finalizers"] if f != TRACKING_FINALIZER
+            ]
+            self.store.update(_POD, released)
         if indexed:
             status["completedIndexes"] = _format_indexes(completed)
         live = [p for p in pods if p.get("status", {}).get("phase") not in _TERMINAL]

@@ -96,8 +96,8 @@ class ReplicaSetController(_Loop):
     kinds = ("ReplicaSet", "Pod")
 
     def sync(self) -> None:
-        pods = self.store.list(_POD)
-        for rs in self.store.list(_RS):
+        pods = list(self.store.peek(_POD))  # read-only here
+        for rs in list(self.store.peek(_RS)):
             if rs["metadata"].get("deletionTimestamp"):
                 continue
             owned = _owned(pods, rs["metadata"]["uid"])
@@ -171,8 +171,8 @@ class DeploymentController(_Loop):
     kinds = ("Deployment", "ReplicaSet")
 
     def sync(self) -> None:
-        sets = self.store.list(_RS)
-        for deployment in self.store.list(_DEPLOY):
+        sets = list(self.store.peek(_RS))
+        for deployment in list(self.store.peek(_DEPLOY)):
             if deployment["metadata"].get("deletionTimestamp"):
                 continue
             owned = _owned(sets, deployment["metadata"]["uid"])
