@@ -78,9 +78,12 @@ async def _run(
     concurrency: int,
     seconds: float,
     warmup_seconds: float,
+    headers: dict[str, str],
 ) -> LoadResult:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    content_type = "" if "Content-Type" in headers else "Content-Type: application/json\r\n"
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{content_type}{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies: list[float] = []
@@ -94,6 +97,11 @@ async def _run(
             for _ in range(concurrency)
         )
     )
+    return summarize(latencies, errors, seconds)
+
+
+def summarize(latencies: list[float], errors: list[int], seconds: float) -> LoadResult:
+    """The result of a run that answered ``latencies`` (seconds) and ``errors`` in ``seconds``."""
     measured = np.asarray(latencies) * 1000
     return LoadResult(
         requests=len(latencies),
@@ -113,6 +121,9 @@ def run_load(
     concurrency: int,
     seconds: float,
     warmup_seconds: float = 2.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """Send ``body`` to ``path`` over ``concurrency`` connections for ``seconds`` after warm-up."""
-    return asyncio.run(_run(host, port, path, body, concurrency, seconds, warmup_seconds))
+    return asyncio.run(
+        _run(host, port, path, body, concurrency, seconds, warmup_seconds, headers or {})
+    )

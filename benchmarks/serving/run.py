@@ -3,8 +3,9 @@
 One command: ``.venv/bin/python benchmarks/serving/run.py`` (``--help`` for load options).
 It registers one model (LogisticRegression on scikit-learn's digits) in a temporary SQLite MLflow
 store, starts each server in turn on a free loopback port with one worker, drives it with the same
-closed-loop load (N keep-alive connections, one-row requests), and replaces the "## Serving"
-section of benchmarks/RESULTS.md with the table.
+closed-loop load (N keep-alive connections, one-row requests), then measures an image-sized
+tensor sent as JSON, as binary over HTTP and over gRPC to one mlyard server (tensor_bench.py), and
+replaces the "## Serving" section of benchmarks/RESULTS.md with both tables.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
+import tensor_bench
 from load import LoadResult, run_load
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +69,7 @@ def build_model(store: Path) -> str:
             name="model",
             signature=infer_signature(features, classifier.predict(features)),
             registered_model_name=MODEL_NAME,
+            pip_requirements=[],  # saves MLflow a process that works them out
         )
     return uri
 
@@ -208,11 +212,12 @@ def machine() -> str:
     )
 
 
-def write_results(table: str, args: argparse.Namespace) -> None:
+def write_results(table: str, tensor_table: str, args: argparse.Namespace) -> None:
     section = (
         "## Serving\n\n"
         f"Command: `.venv/bin/python benchmarks/serving/run.py --concurrency {args.concurrency} "
-        f"--seconds {args.seconds} --rounds {args.rounds}`  \n"
+        f"--seconds {args.seconds} --rounds {args.rounds} --tensor-concurrency "
+        f"{args.tensor_concurrency}`  \n"
         f"Machine: {machine()}  \n"
         f"Model: scikit-learn LogisticRegression on digits (64 FP64 features), registered in a "
         f"SQLite MLflow store; one-row requests from {args.concurrency} keep-alive connections "
@@ -221,7 +226,20 @@ def write_results(table: str, args: argparse.Namespace) -> None:
         "every server runs one worker process under uvicorn (with httptools and "
         "uvloop installed, which all three pick up). The machine is shared with other work, so "
         "single rounds move by 15 % or more; the ratios hold.\n\n"
-        f"{table}\n"
+        f"{table}\n\n"
+        "### An image-sized tensor: JSON, binary over HTTP, gRPC\n\n"
+        "One `mlyard serve --grpc-port` on a PyTorch model logged with its signature that "
+        "returns the mean of each channel of a 1x3x224x224 FP32 tensor (an image classifier's "
+        "input: 602,112 bytes raw); one tensor per request from "
+        f"{args.tensor_concurrency} connections (closed loop); the three ways of sending it "
+        f"take turns for {args.rounds} rounds of {args.seconds} s after 2 s of warm-up each, "
+        "and each shows its best round. Request bodies are built before the clock starts: JSON "
+        "`data` is the flat list of the tensor's values (what `tolist()` gives a client, about "
+        "3 MB), binary is a JSON header and the raw bytes with `Inference-Header-Content-Length` "
+        "(what `tritonclient.http` sends by default), gRPC a ModelInfer with "
+        "`raw_input_contents`. Every answer is checked before timing starts. Target: binary at "
+        "least 5x the JSON throughput.\n\n"
+        f"{tensor_table}\n"
     )
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
@@ -229,16 +247,66 @@ def write_results(table: str, args: argparse.Namespace) -> None:
     RESULTS.write_text(text)
 
 
+def measure_tensor(env: dict[str, str], args: argparse.Namespace, log: Path) -> str:
+    """The image-tensor table: one mlyard server, three transports in alternating rounds."""
+    port, grpc_port = free_port(), free_port()
+    command = tensor_bench.server_command(sys.executable, MLYARD_LAUNCHER, port, grpc_port)
+    print("measuring a 1x3x224x224 FP32 tensor as JSON, binary and gRPC ...", flush=True)
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_ready(process, port, "/v2/health/ready")
+            results = tensor_bench.measure_transports(
+                port,
+                grpc_port,
+                concurrency=args.tensor_concurrency,
+                seconds=args.seconds,
+                rounds=args.rounds,
+            )
+        except (RuntimeError, AssertionError):
+            print(log.read_text()[-3000:], file=sys.stderr)
+            raise
+        finally:
+            stop(process)
+    baseline = results[0][1].requests_per_second
+    lines = [
+        "| sent as | requests/s | p50 ms | p99 ms | errors | tensor MB/s | vs JSON |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    raw_mb = 4 * int(np.prod(tensor_bench.SHAPE)) / 1e6
+    for label, result in results:
+        rate = result.requests_per_second
+        print(f"  {label}: {rate:.0f} req/s, p99 {result.p99_ms:.1f} ms", flush=True)
+        lines.append(
+            f"| {label} | {rate:.0f} | {result.p50_ms:.1f} | {result.p99_ms:.1f} | "
+            f"{result.errors} | {rate * raw_mb:.0f} | {rate / baseline:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of one round.")
     parser.add_argument("--rounds", type=int, default=3, help="Rounds per server; best counts.")
+    parser.add_argument(
+        "--tensor-concurrency", type=int, default=8, help="Connections for the image tensor."
+    )
+    parser.add_argument(
+        "--only",
+        choices=["servers", "tensor"],
+        help="Run one part and print it; RESULTS.md is written only when both ran.",
+    )
     parser.add_argument("--no-write", action="store_true", help="Do not touch RESULTS.md.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlyard-bench-serving-") as tmp:
         store = Path(tmp)
         uri = build_model(store)
+        import mlflow
+
+        tensor_bench.build_image_model(mlflow.get_experiment_by_name("bench").experiment_id)
         from sklearn.datasets import load_digits
 
         row = [float(v) for v in load_digits().data[0]]
@@ -253,7 +321,10 @@ def main() -> None:
             "MLYARD_HOME": str(store / "home"),
         }
         rows: list[tuple[str, LoadResult]] = []
-        for index in range(len(contenders(row, 0, sys.executable))):
+        tensor_table = ""
+        if args.only != "servers":
+            tensor_table = measure_tensor(env, args, store / "tensor.log")
+        for index in range(len(contenders(row, 0, sys.executable)) if args.only != "tensor" else 0):
             # A fresh port each time: a server that is still exiting must not answer for the next.
             port = free_port()
             contender = contenders(row, port, sys.executable)[index]
@@ -265,6 +336,9 @@ def main() -> None:
                 f"p99 {result.p99_ms:.1f} ms, {result.errors} errors",
                 flush=True,
             )
+    if args.only == "tensor":
+        print(tensor_table)
+        return
     baseline = rows[0][1].requests_per_second
     lines = [
         "| server | requests/s | p50 ms | p99 ms | errors | vs mlflow |",
@@ -278,8 +352,9 @@ def main() -> None:
         )
     table = "\n".join(lines)
     print(table)
-    if not args.no_write:
-        write_results(table, args)
+    print(tensor_table)
+    if not args.no_write and args.only is None:
+        write_results(table, tensor_table, args)
 
 
 if __name__ == "__main__":

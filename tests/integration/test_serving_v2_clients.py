@@ -74,6 +74,7 @@ def _register_models(directory: Path) -> str:
             name="model",
             registered_model_name="digits",
             signature=infer_signature(features, classifier.predict(features)),
+            pip_requirements=[],  # saves MLflow a process that works them out
         )
     code = directory / "text_model.py"
     code.write_text(TEXT_MODEL)
@@ -88,6 +89,7 @@ def _register_models(directory: Path) -> str:
             python_model=str(code),
             signature=signature,
             registered_model_name="texts",
+            pip_requirements=[],
         )
     return uri
 

@@ -40,8 +40,9 @@ def v2_datatype_of(dtype: np.dtype[Any]) -> str:
     """The v2 datatype name for a numpy dtype (strings and objects are BYTES)."""
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"
+    native = dtype.newbyteorder("=")  # a big-endian array is the same datatype
     for name, candidate in V2_TO_NUMPY.items():
-        if candidate == dtype:
+        if candidate == native:
             return name
     raise TensorError(f"numpy dtype {dtype} has no Open Inference Protocol v2 datatype")
 
