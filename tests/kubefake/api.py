@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.kubefake import discovery, streams
+from tests.kubefake import discovery, streams, tables
 from tests.kubefake.admission import admit
 from tests.kubefake.auth import Request as AuthRequest
 from tests.kubefake.errors import ApiError, bad_request, conflict
@@ -142,9 +142,15 @@ class Api:
         if target.sub == "log":
             return await self.cluster.logs.serve(target, query)
         if request.method == "GET":
+            accept = request.headers.get("accept", "")
             if target.name:
-                return _json(self._view(target, self._get(target)))
-            return self._collection(target, query, watch)
+                found = self._view(target, self._get(target))
+                if target.sub is None and tables.wants_table(accept):
+                    return _json(
+                        tables.table(target.rtype, [found], found["metadata"]["resourceVersion"])
+                    )
+                return _json(found)
+            return self._collection(target, query, watch, tables.wants_table(accept))
         body = await self._body(request)
         if request.method == "POST":
             return self._create(target, body, query)
@@ -249,7 +255,7 @@ class Api:
 
         return matches
 
-    def _collection(self, target: Target, query: Any, watch: bool) -> Response:
+    def _collection(self, target: Target, query: Any, watch: bool, as_table: bool) -> Response:
         matches = self._matcher(target, query)
         if watch:
             timeout = float(query.get("timeoutSeconds") or 1800)
@@ -272,6 +278,8 @@ class Api:
             page = page[:limit]
             metadata["continue"] = str(start + limit)
             metadata["remainingItemCount"] = len(items) - start - limit
+        if as_table and not watch:
+            return _json(tables.table(target.rtype, page, rv) | {"metadata": metadata})
         for item in page:  # list items carry no kind / apiVersion, as on the server
             item.pop("kind", None)
             item.pop("apiVersion", None)

@@ -89,6 +89,29 @@ class Cluster:
                 },
             )
         self._ensure_serviceaccounts()
+        self.store.create(
+            BY_KIND["Service"],
+            {  # the API server's own Service
+                "metadata": {
+                    "name": "kubernetes",
+                    "namespace": "default",
+                    "labels": {"component": "apiserver", "provider": "kubernetes"},
+                },
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": "127.96.0.1",
+                    "clusterIPs": ["127.96.0.1"],
+                    "ports": [
+                        {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}
+                    ],
+                    "sessionAffinity": "None",
+                    "ipFamilies": ["IPv4"],
+                    "ipFamilyPolicy": "SingleStack",
+                    "internalTrafficPolicy": "Cluster",
+                },
+                "status": {"loadBalancer": {}},
+            },
+        )
 
     def _ensure_serviceaccounts(self) -> None:
         account = BY_KIND["ServiceAccount"]

@@ -102,9 +102,11 @@ def test_json_merge_and_strategic_patches(core: Any, apps: Any) -> None:
 
 def test_foreground_deletion_waits_for_the_dependents(batch: Any, core: Any) -> None:
     name = _name("fg")
-    batch.create_namespaced_job(
-        NAMESPACE, job_body(name, ["python", "-c", "import time; time.sleep(60)"])
-    )
+    # the pod ignores SIGTERM: it holds the Job for its 2 s grace period
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    body = job_body(name, ["python", "-c", stubborn])
+    body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 2
+    batch.create_namespaced_job(NAMESPACE, body)
     wait_for(
         lambda: (
             core.list_namespaced_pod(
