@@ -42,17 +42,34 @@ def register(app: typer.Typer) -> None:
         metrics_port: int | None = typer.Option(
             None, "--metrics-port", help="Prometheus metrics on 127.0.0.1:PORT (+i per replica)."
         ),
+        metrics_host: str = typer.Option(
+            "127.0.0.1", "--metrics-host", help="Address the metrics are served on."
+        ),
         consumer_name: str = typer.Option("", "--consumer-name"),
         fps: float = typer.Option(1.0, "--fps", help="Video frames sampled per second."),
         max_frames: int = typer.Option(16, "--max-frames", help="Video frames per object."),
+        backend: str | None = typer.Option(
+            None,
+            "--backend",
+            "-b",
+            help="Run the workers as a service on this backend profile (kubernetes: a "
+            "Deployment of --replicas pods); default: here, in the foreground.",
+        ),
+        name: str | None = typer.Option(
+            None, "--name", help="The service's name (DNS-1123); default: MODEL-consumer."
+        ),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="With a kubernetes --backend: print the manifests (YAML)."
+        ),
     ) -> None:
         """Consume messages naming objects, run the model on them in batches, publish results.
 
         At-least-once: a message is acknowledged only after its result was published; a
         message that fails --max-attempts times, or is malformed, goes to the dead letters.
         """
+        from mlyard.cli.serve import deploy_on_cluster, runs_on_cluster
         from mlyard.consumers.options import ConsumerConfig, default_dead_letter
-        from mlyard.consumers.replicas import run_consumers
+        from mlyard.settings import load_settings
 
         config = ConsumerConfig(
             source=source,
@@ -66,10 +83,28 @@ def register(app: typer.Typer) -> None:
             replicas=replicas,
             gpus=gpus,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
             consumer_name=consumer_name,
             fps=fps,
             max_frames=max_frames,
         )
-        code = run_consumers(config)
+        settings = load_settings()
+        if runs_on_cluster(settings, backend, dry_run):
+            assert backend is not None
+            deploy_on_cluster(settings, backend, name, dry_run, consumer=config)
+            return
+        from mlyard.consumers.replicas import run_consumers
+        from mlyard.services.local_services import registered_service
+
+        with registered_service(
+            settings,
+            name=name,
+            kind="consumer",
+            model=model,
+            replicas=replicas,
+            gpus=gpus,
+            address=source,
+        ):
+            code = run_consumers(config)
         if code:
             raise typer.Exit(code)

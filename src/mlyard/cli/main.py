@@ -35,7 +35,7 @@ def _register_commands() -> None:
 
 
 #: Command modules, each exposing ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES: list[str] = ["run", "runs", "models", "ui", "serve", "consume"]
+COMMAND_MODULES: list[str] = ["run", "runs", "models", "ui", "serve", "consume", "services"]
 
 
 def main() -> None:

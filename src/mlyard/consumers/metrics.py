@@ -21,6 +21,6 @@ OVERDUE_BATCHES = Counter(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Expose the metrics on 127.0.0.1:port (loopback only)."""
-    start_http_server(port, addr="127.0.0.1")
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose the metrics on host:port (loopback unless told; a pod binds its own IP)."""
+    start_http_server(port, addr=host)

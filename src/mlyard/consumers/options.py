@@ -24,6 +24,7 @@ class ConsumerConfig:
     replicas: int = 1
     gpus: float = 0.0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     consumer_name: str = ""
     fps: float = 1.0
     max_frames: int = 16

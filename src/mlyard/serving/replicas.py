@@ -33,6 +33,7 @@ from starlette.types import ASGIApp
 
 from mlyard.errors import MlyardError, ResourceError
 from mlyard.models.registry import ResolvedModel
+from mlyard.models.services import GPUS_ASSIGNED_VARIABLE
 from mlyard.serving.app import DEFAULT_MAX_REQUEST_BYTES, AppOptions, create_app
 from mlyard.serving.batching import BatchingConfig
 from mlyard.serving.metrics import MULTIPROCESS_DIR_VARIABLE
@@ -111,6 +112,9 @@ def lease_devices(
     The leases are the machine's shared ones (under ``home``, default the settings' home), so
     steps of ``mlyard run`` and other servers or consumers never get the same GPU.
     """
+    if gpus > 0 and os.environ.get(GPUS_ASSIGNED_VARIABLE) == "1":
+        # In a pod whose GPUs the cluster assigned (its device plugin set them): lease none.
+        return [{} for _ in range(replicas)], lambda: None
     if gpus <= 0:
         # No GPU asked for: hide GPUs so frameworks stay on CPU.
         return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(replicas)], lambda: None

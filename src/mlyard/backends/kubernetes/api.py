@@ -22,6 +22,8 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "Job": ("batch", "v1", "jobs"),
     "Pod": ("", "v1", "pods"),
     "Service": ("", "v1", "services"),
+    "Deployment": ("apps", "v1", "deployments"),
+    "Secret": ("", "v1", "secrets"),
     "ResourceClaimTemplate": ("resource.k8s.io", "v1", "resourceclaimtemplates"),
     "Node": ("", "v1", "nodes"),
 }
@@ -222,6 +224,30 @@ class ClusterApi:
         except MlyardError as error:
             if not (isinstance(error.__cause__, ApiException) and error.__cause__.status == 404):
                 raise
+
+    def merge_patch(
+        self, kind: str, name: str, body: Manifest, *, subresource: str | None = None
+    ) -> None:
+        """Merge-patch an object (or its ``scale`` subresource); a missing one is an error."""
+        path = f"{self._collection(kind)}/{name}" + (f"/{subresource}" if subresource else "")
+        plural = KINDS[kind][2] + (f"/{subresource}" if subresource else "")
+        self._patch(path, body, resource=plural)
+
+    def replace(self, manifest: Manifest, resource_version: str) -> Manifest:
+        """Replace an object with ``manifest`` (PUT), as of ``resource_version``."""
+        kind = manifest["kind"]
+        body = {
+            **manifest,
+            "metadata": {**manifest["metadata"], "resourceVersion": resource_version},
+        }
+        replaced: Manifest = self.call(
+            "PUT",
+            f"{self._collection(kind)}/{manifest['metadata']['name']}",
+            verb="update",
+            resource=KINDS[kind][2],
+            body=body,
+        )
+        return replaced
 
     def _patch(self, path: str, body: Manifest, *, resource: str) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -89,6 +89,7 @@ class KubernetesBackend(Backend):
             Capability.TIME_LIMIT,
             Capability.LAUNCHER_TORCHRUN,
             Capability.LOG_FOLLOW,
+            Capability.SERVICES,  # Deployments and Services: services.py
         }
         if self.k8s.gpu_sharing not in ("exclusive", "dra"):
             capabilities.add(Capability.FRACTIONAL_GPU)
