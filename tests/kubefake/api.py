@@ -26,7 +26,7 @@ from tests.kubefake.selectors import (
     selector_string,
 )
 from tests.kubefake.store import Obj
-from tests.kubefake.validation import validate
+from tests.kubefake.validation import validate, validate_update
 
 if TYPE_CHECKING:
     from tests.kubefake.cluster import Cluster
@@ -321,6 +321,7 @@ class Api:
         new = self._merge_into(target, current, desired)
         if target.sub is None:
             validate(target.rtype, new)
+            validate_update(target.rtype, current, new)
         return self.store.update(target.rtype, new, expect_rv)
 
     def _replace(self, target: Target, body: Any) -> Response:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.kubefake.containers import Container, ContainerConfigError, container_env, expand
 from tests.kubefake.dns import hosts_file
+from tests.kubefake.errors import ApiError
 from tests.kubefake.images import pull_image
 from tests.kubefake.resources import BY_KIND
 from tests.kubefake.store import Obj, now_rfc3339
@@ -150,7 +151,8 @@ class PodWorker:
             while not self.terminating:
                 await self._wait(1.0)
             self.write_status()
-            self.store.delete(_POD, self.namespace, self.name, grace_seconds=0)
+            with contextlib.suppress(ApiError):  # gone already (force-deleted, node lost)
+                self.store.delete(_POD, self.namespace, self.name, grace_seconds=0)
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # keep the fake alive; the log says what broke

@@ -264,3 +264,44 @@ def _field_path(parts: list[Any]) -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+_POD_UPDATE_FORBIDDEN = (
+    "pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
+    "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set "
+    "to 1 if it was previously negative)"
+)
+
+
+def _without_images(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = {
+        k: v
+        for k, v in spec.items()
+        if k not in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
+    }
+    for kind in ("containers", "initContainers"):
+        if kind in spec:
+            spec[kind] = [{k: v for k, v in c.items() if k != "image"} for c in spec[kind]]
+    return spec
+
+
+def validate_update(rtype: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """The immutable fields an update may not change, refused as the server refuses them."""
+    name = old["metadata"]["name"]
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    problems = []
+    if rtype.kind == "Pod" and _without_images(old_spec) != _without_images(new_spec):
+        problems.append(cause("spec", f"Forbidden: {_POD_UPDATE_FORBIDDEN}", "FieldValueForbidden"))
+    if rtype.kind == "Job":
+        for field in ("template", "selector", "completionMode"):
+            if old_spec.get(field) != new_spec.get(field) and not (
+                field == "template" and old_spec.get("suspend")
+            ):
+                problems.append(invalid_value(f"spec.{field}", "...", "field is immutable"))
+    if rtype.kind in ("Deployment", "ReplicaSet") and old_spec.get("selector") != new_spec.get(
+        "selector"
+    ):
+        problems.append(invalid_value("spec.selector", "...", "field is immutable"))
+    if problems:
+        raise invalid(rtype, name, problems)

@@ -103,7 +103,10 @@ def test_json_merge_and_strategic_patches(core: Any, apps: Any) -> None:
 def test_foreground_deletion_waits_for_the_dependents(batch: Any, core: Any) -> None:
     name = _name("fg")
     # the pod ignores SIGTERM: it holds the Job for its 2 s grace period
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
     body = job_body(name, ["python", "-c", stubborn])
     body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 2
     batch.create_namespaced_job(NAMESPACE, body)
@@ -114,6 +117,11 @@ def test_foreground_deletion_waits_for_the_dependents(batch: Any, core: Any) -> 
             ).items
         ),
         what="running",
+    )
+    pod = core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items[0]
+    wait_for(
+        lambda: core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE),
+        what="the SIGTERM handler to be in place",
     )
     batch.delete_namespaced_job(name, NAMESPACE, propagation_policy="Foreground")
     job = batch.read_namespaced_job(name, NAMESPACE)

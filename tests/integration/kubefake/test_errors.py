@@ -156,3 +156,32 @@ def test_replacing_with_a_stale_resource_version_is_409_conflict(core: Any) -> N
         "please apply your changes to the latest version and try again"
     )
     assert core.read_namespaced_config_map(name, NAMESPACE).data == {"a": "2"}
+
+
+def test_immutable_fields_are_refused_on_update(batch: Any, core: Any) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    name = f"fixed-{uuid.uuid4().hex[:6]}"
+    batch.create_namespaced_job(NAMESPACE, job_body(name, ["python", "-c", "pass"]))
+    with pytest.raises(ApiException) as raised:
+        batch.patch_namespaced_job(
+            name,
+            NAMESPACE,
+            {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {"name": "main", "command": ["python", "-c", "print(2)"]}
+                            ]
+                        }
+                    }
+                }
+            },
+        )
+    status = _status(raised.value)
+    assert status["code"] == 422
+    assert status["details"]["causes"][0]["field"] == "spec.template"
+    assert status["message"].endswith("field is immutable")
+    batch.patch_namespaced_job(name, NAMESPACE, {"metadata": {"labels": {"team": "ml"}}})
+    assert batch.read_namespaced_job(name, NAMESPACE).metadata.labels == {"team": "ml"}

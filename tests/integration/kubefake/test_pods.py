@@ -221,7 +221,7 @@ def test_a_missing_secret_is_create_container_config_error_until_it_exists(core:
 
 def test_a_container_over_its_memory_limit_is_oom_killed(core: Any) -> None:
     name = _name("oom")
-    script = "import time; block = bytearray(300 * 1024 * 1024); time.sleep(30)"
+    script = "import time; block = b'x' * (300 * 1024 * 1024); time.sleep(30)"
     core.create_namespaced_pod(
         NAMESPACE,
         pod_body(name, ["python", "-c", script], resources={"limits": {"memory": "100Mi"}}),
