@@ -239,7 +239,15 @@ class JobController:
         completions = spec.get("completions")
         if not failure and not success:
             deadline = spec.get("activeDeadlineSeconds")
-            if status.get("failed", 0) > int(spec.get("backoffLimit", 6)):
+            # with OnFailure, container restarts count against the back-off limit too
+            restarts = 0
+            if (spec["template"].get("spec") or {}).get("restartPolicy") == "OnFailure":
+                restarts = sum(
+                    int(c.get("restartCount", 0))
+                    for p in active
+                    for c in p.get("status", {}).get("containerStatuses") or []
+                )
+            if status.get("failed", 0) + restarts > int(spec.get("backoffLimit", 6)):
                 failure = _condition(
                     "FailureTarget",
                     "BackoffLimitExceeded",

@@ -142,21 +142,38 @@ def _check_pod_spec(field: str, spec: dict[str, Any]) -> list[dict[str, str]]:
                             f"must be less than or equal to {res} limit of {limit}",
                         )
                     )
-                if (
-                    "/" in res
-                    and not res.startswith("kubernetes.io/")
-                    and (limit is None or _quantity(limit) != _quantity(value))
-                ):
+                if _extended(res) and limit is None:
+                    problems.append(
+                        required(
+                            f"{at}.resources.limits",
+                            "Limit must be set for non overcommitable resources",
+                        )
+                    )
+                elif _extended(res) and _quantity(limit) != _quantity(value):
                     problems.append(
                         invalid_value(
                             f"{at}.resources.requests[{res}]",
                             value,
-                            "must be equal to " + res + " limit of " + str(limit or 0),
+                            f"must be equal to {res} limit of {limit}",
                         )
                     )
+            for section in ("limits", "requests"):
+                for res, value in (resources.get(section) or {}).items():
+                    if _extended(res) and not float(_quantity(value)).is_integer():
+                        problems.append(
+                            invalid_value(
+                                f"{at}.resources.{section}[{res}]", value, "must be an integer"
+                            )
+                        )
     if not spec.get("containers"):
         problems.append(required(f"{field}.containers"))
     return problems
+
+
+def _extended(resource: str) -> bool:
+    """Extended resources (``nvidia.com/gpu``, MIG and sharing names): not overcommitable,
+    whole numbers only."""
+    return "/" in resource and not resource.startswith(("kubernetes.io/", "requests."))
 
 
 def _quantity(value: Any) -> float:

@@ -185,3 +185,19 @@ def test_immutable_fields_are_refused_on_update(batch: Any, core: Any) -> None:
     assert status["message"].endswith("field is immutable")
     batch.patch_namespaced_job(name, NAMESPACE, {"metadata": {"labels": {"team": "ml"}}})
     assert batch.read_namespaced_job(name, NAMESPACE).metadata.labels == {"team": "ml"}
+
+
+def test_a_fraction_of_an_extended_resource_is_422(core: Any) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from tests.integration.kubefake.conftest import pod_body
+
+    body = pod_body("half-gpu", ["true"], resources={"limits": {"nvidia.com/gpu": "500m"}})
+    with pytest.raises(ApiException) as raised:
+        core.create_namespaced_pod(NAMESPACE, body)
+    causes = _status(raised.value)["details"]["causes"]
+    assert {
+        "reason": "FieldValueInvalid",
+        "field": "spec.containers[0].resources.limits[nvidia.com/gpu]",
+        "message": 'Invalid value: "500m": must be an integer',
+    } in causes

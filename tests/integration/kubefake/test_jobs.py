@@ -249,3 +249,18 @@ def test_indexed_pods_resolve_each_other_through_their_headless_service(
         assert hostname == f"{name}-{index}"
         assert address == pods[str(1 - int(index))].status.pod_ip
     core.delete_namespaced_service(name, NAMESPACE)
+
+
+def test_on_failure_restarts_count_against_the_backoff_limit(batch: Any) -> None:
+    name = _name("restarts")
+    body = job_body(name, ["python", "-c", "raise SystemExit(1)"], backoffLimit=1)
+    body["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    batch.create_namespaced_job(NAMESPACE, body)
+
+    def failed() -> Any:
+        conditions = batch.read_namespaced_job(name, NAMESPACE).status.conditions or []
+        return next((c for c in conditions if c.type == "Failed"), None)
+
+    assert wait_for(failed, timeout=30, what="BackoffLimitExceeded").reason == (
+        "BackoffLimitExceeded"
+    )
