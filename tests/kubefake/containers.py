@@ -135,47 +135,67 @@ def _port(container: dict[str, Any], port: Any) -> int:
 
 async def probe(
     spec: dict[str, Any], container: dict[str, Any], pod_ip: str, env: dict[str, str], cwd: str
-) -> bool:
-    """Run one probe (httpGet, tcpSocket or exec) within its ``timeoutSeconds``."""
+) -> str | None:
+    """Run one probe (httpGet, tcpSocket or exec) within its ``timeoutSeconds``: None when it
+    succeeds, else why it failed, in the kubelet's words."""
     timeout = float(spec.get("timeoutSeconds", 1))
+    action = spec.get("httpGet") or spec.get("tcpSocket") or {}
+    host = action.get("host") or pod_ip
     try:
-        return await asyncio.wait_for(_probe_once(spec, container, pod_ip, env, cwd), timeout)
-    except (TimeoutError, OSError, ValueError):
-        return False
+        port = _port(container, action.get("port")) if "exec" not in spec else 0
+    except ValueError as exc:
+        return str(exc)
+    url = f"{action.get('scheme', 'HTTP').lower()}://{host}:{port}{action.get('path', '/')}"
+    try:
+        return await asyncio.wait_for(_probe_once(spec, host, port, env, cwd), timeout)
+    except TimeoutError:
+        if "exec" in spec:
+            return f"command timed out after {timeout:g}s"
+        if "httpGet" in spec:
+            return (
+                f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while '
+                "awaiting headers)"
+            )
+        return f"dial tcp {host}:{port}: i/o timeout"
+    except OSError as exc:
+        refused = (
+            "connect: connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
+        )
+        dial = f"dial tcp {host}:{port}: {refused}"
+        return f'Get "{url}": {dial}' if "httpGet" in spec else dial
 
 
 async def _probe_once(
-    spec: dict[str, Any], container: dict[str, Any], pod_ip: str, env: dict[str, str], cwd: str
-) -> bool:
+    spec: dict[str, Any], host: str, port: int, env: dict[str, str], cwd: str
+) -> str | None:
     if "exec" in spec:
         process = await asyncio.create_subprocess_exec(
             *spec["exec"]["command"],
             env=env,
             cwd=cwd,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            return await process.wait() == 0
+            output, _ = await process.communicate()
         finally:
             if process.returncode is None:
                 process.kill()
+        return None if process.returncode == 0 else output.decode(errors="replace").strip()
     action = spec.get("httpGet") or spec.get("tcpSocket") or {}
-    host = action.get("host") or pod_ip
-    port = _port(container, action.get("port"))
     reader, writer = await asyncio.open_connection(host, port)
     try:
         if "tcpSocket" in spec:
-            return True
+            return None
         headers = "".join(f"{h['name']}: {h['value']}\r\n" for h in action.get("httpHeaders") or [])
         writer.write(
             f"GET {action.get('path', '/')} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"User-Agent: kube-probe/1.34\r\n{headers}Connection: close\r\n\r\n".encode()
         )
         await writer.drain()
-        status_line = await reader.readline()
-        parts = status_line.split()
-        return len(parts) >= 2 and 200 <= int(parts[1]) < 400
+        parts = (await reader.readline()).split()
+        code = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+        return None if 200 <= code < 400 else f"HTTP probe failed with statuscode: {code}"
     finally:
         writer.close()
 

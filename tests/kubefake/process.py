@@ -60,7 +60,7 @@ async def _run_probes(
         await asyncio.sleep(float(startup.get("initialDelaySeconds", 0)))
         failures = 0
         while process.returncode is None:
-            if await probe(startup, spec, worker.ip, env, cwd):
+            if await probe(startup, spec, worker.ip, env, cwd) is None:
                 break
             failures += 1
             if failures >= int(startup.get("failureThreshold", 3)):
@@ -92,14 +92,15 @@ async def _probe_loop(
     await asyncio.sleep(float(spec.get("initialDelaySeconds", 0)))
     successes = failures = 0
     while process.returncode is None:
-        ok = await probe(spec, container.spec, worker.ip, env, cwd)
+        failure = await probe(spec, container.spec, worker.ip, env, cwd)
+        ok = failure is None
         if process.returncode is not None:
             return
         successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
         if not ok:
             worker.event(
                 "Unhealthy",
-                f"{kind} probe failed: probe to {worker.ip} failed",
+                f"{kind} probe failed: {failure}",
                 container,
                 "Warning",
             )

@@ -161,7 +161,7 @@ def test_a_failing_liveness_probe_restarts_the_container(core: Any) -> None:
                         "image": "python:3.11-slim",
                         "command": ["python", "-c", "import time; time.sleep(60)"],
                         "livenessProbe": {
-                            "exec": {"command": ["false"]},
+                            "exec": {"command": ["sh", "-c", "echo not alive; exit 1"]},
                             "periodSeconds": 1,
                             "failureThreshold": 1,
                         },
@@ -180,11 +180,12 @@ def test_a_failing_liveness_probe_restarts_the_container(core: Any) -> None:
         what="a restart",
     )
     assert status.last_state.terminated is not None
-    reasons = {
-        e.reason
+    events = {
+        (e.reason, e.message)
         for e in core.list_namespaced_event(
             NAMESPACE, field_selector=f"involvedObject.name={name}"
         ).items
     }
-    assert {"Unhealthy", "Killing"} <= reasons
+    assert ("Unhealthy", "Liveness probe failed: not alive") in events
+    assert ("Killing", "Container main failed liveness probe, will be restarted") in events
     core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
