@@ -312,6 +312,7 @@ class PodWorker:
         return condition
 
     def write_status(self) -> None:
+        """Report the containers' states, the phase and the conditions in the pod's status."""
         pod = self.store.find(_POD, self.namespace, self.name)
         if pod is None:
             return
@@ -319,8 +320,6 @@ class PodWorker:
         phase = self.phase
         if phase == "Pending" and self.initialized and running:
             phase = self.phase = "Running"
-        if phase == "Running" and not running and not self.terminating:
-            phase = "Running" if any("waiting" in c.state for c in self.containers) else phase
         ready = (
             bool(self.containers) and all(c.ready for c in self.containers) and phase == "Running"
         )
@@ -336,7 +335,7 @@ class PodWorker:
             else ("PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady")
         )
         status["conditions"] = [
-            self._condition("PodReadyToStartContainers", phase != "Pending" or True),
+            self._condition("PodReadyToStartContainers", True),  # the sandbox is made at once
             self._condition(
                 "Initialized",
                 self.initialized,

@@ -352,3 +352,21 @@ def test_init_containers_run_to_completion_before_the_containers(core: Any) -> N
     assert status.init_container_statuses[0].state.terminated.reason == "Completed"
     assert core.read_namespaced_pod_log(name, NAMESPACE, container="setup") == "setup\n"
     assert core.read_namespaced_pod_log(name, NAMESPACE) == "main\n"
+
+
+def test_a_followed_log_streams_until_the_container_ends(core: Any) -> None:
+    name = _name("follow")
+    script = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.5)\n"
+    core.create_namespaced_pod(NAMESPACE, pod_body(name, ["python", "-c", script]))
+    wait_for(
+        lambda: core.read_namespaced_pod(name, NAMESPACE).status.phase == "Running",
+        what="running",
+    )
+    response = core.read_namespaced_pod_log(name, NAMESPACE, follow=True, _preload_content=False)
+    streamed = b"".join(response.stream())
+    assert streamed == b"0\n1\n2\n"
+    wait_for(
+        lambda: core.read_namespaced_pod(name, NAMESPACE).status.phase == "Succeeded",
+        what="success",
+    )
+    assert core.read_namespaced_pod_log(name, NAMESPACE, tail_lines=1) == "2\n"
