@@ -46,11 +46,16 @@ class Authorizer:
         self._mtime: float | None = None
         self._rules: dict[str, list[dict[str, Any]]] = {}
 
+    def add_token(self, token: str, user: str) -> None:
+        """Accept ``token`` as ``user`` from now on (service-account tokens)."""
+        self._tokens[token] = user
+
     def authenticate(self, header: str | None) -> str:
         """The user a ``Bearer`` token belongs to; anything else is 401 Unauthorized."""
-        if not header or not header.startswith("Bearer "):
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 7235)
             raise unauthorized()
-        user = self._tokens.get(header.removeprefix("Bearer ").strip())
+        user = self._tokens.get(token.strip())
         if user is None:
             raise unauthorized()
         return user

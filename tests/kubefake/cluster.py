@@ -48,6 +48,7 @@ class Cluster:
             {self.admin_token: ADMIN_USER, self.restricted_token: RESTRICTED_USER},
             state_dir / "rbac.json",
         )
+        self._account_tokens: dict[tuple[str, str], str] = {}
         self.recorder = EventRecorder(self.store)
         self.ips = ServiceIPs()
         self.images = ImageCatalog(state_dir / "images.json")
@@ -112,6 +113,16 @@ class Cluster:
                 "status": {"loadBalancer": {}},
             },
         )
+
+    def service_account_token(self, namespace: str, account: str) -> str:
+        """A bearer token for ``system:serviceaccount:NS:NAME`` (an admin unless rbac.json
+        names it), as a projected token volume carries it."""
+        key = (namespace, account)
+        if key not in self._account_tokens:
+            token = secrets.token_urlsafe(24)
+            self.authorizer.add_token(token, f"system:serviceaccount:{namespace}:{account}")
+            self._account_tokens[key] = token
+        return self._account_tokens[key]
 
     def _ensure_serviceaccounts(self) -> None:
         account = BY_KIND["ServiceAccount"]

@@ -16,8 +16,14 @@ from tests.kubefake.store import Obj, Store
 
 _POD, _SERVICE = BY_KIND["Pod"], BY_KIND["Service"]
 DOMAIN = "cluster.local"
-#: Runs the container's command with its hosts file and hostname: $0 = hosts file, $1 = host.
-_WRAPPER = 'mount --bind "$0" /etc/hosts && hostname "$1" && shift && exec "$@"'
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: Runs the container's command with its hosts file, hostname and (unless $2 is empty) its
+#: service-account token directory: $0 = hosts file, $1 = hostname, $2 = token directory.
+_WRAPPER = (
+    'mount --bind "$0" /etc/hosts && hostname "$1" && '
+    f'{{ [ -z "$2" ] || {{ mkdir -p {SERVICE_ACCOUNT_DIR} && '
+    f'mount --bind "$2" {SERVICE_ACCOUNT_DIR}; }}; }} && shift 2 && exec "$@"'
+)
 
 
 @cache
@@ -29,7 +35,7 @@ def namespaces_available() -> bool:
     return done.returncode == 0
 
 
-def wrap(argv: list[str], hosts: Path, hostname: str) -> list[str]:
+def wrap(argv: list[str], hosts: Path, hostname: str, token_dir: Path | None) -> list[str]:
     """``argv`` run inside the pod's namespaces (unchanged where they are not available)."""
     if not namespaces_available():
         return argv
@@ -44,6 +50,7 @@ def wrap(argv: list[str], hosts: Path, hostname: str) -> list[str]:
         _WRAPPER,
         str(hosts),
         hostname,
+        str(token_dir or ""),
         *argv,
     ]
 

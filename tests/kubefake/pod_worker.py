@@ -101,6 +101,21 @@ class PodWorker:
                 handle.write(content)
             self._hosts = content
 
+    def service_account_dir(self) -> Path | None:
+        """The projected token volume: token, ca.crt, namespace (None when not mounted)."""
+        if self.spec.get("automountServiceAccountToken") is False:
+            return None
+        account = self.spec.get("serviceAccountName") or "default"
+        directory = self.directory / "serviceaccount"
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            cluster = self.kubelet.cluster
+            token = cluster.service_account_token(self.namespace, account)
+            (directory / "token").write_text(token)
+            (directory / "ca.crt").write_bytes((cluster.state_dir / "ca.crt").read_bytes())
+            (directory / "namespace").write_text(self.namespace)
+        return directory
+
     def process_groups(self) -> list[int]:
         return [
             c.process.pid

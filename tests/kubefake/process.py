@@ -164,7 +164,7 @@ async def run_container_process(
         return _start_failed(worker, container, argv[0], "executable file not found in $PATH")
     worker.event("Created", f"Created container: {container.name}", container)
     worker.refresh_hosts()
-    argv = dns.wrap(argv, worker.hosts_path, worker.hostname)
+    argv = dns.wrap(argv, worker.hosts_path, worker.hostname, worker.service_account_dir())
     with container.log_path().open("ab") as log:
         try:
             container.process = await asyncio.create_subprocess_exec(

@@ -370,3 +370,22 @@ def test_a_followed_log_streams_until_the_container_ends(core: Any) -> None:
         what="success",
     )
     assert core.read_namespaced_pod_log(name, NAMESPACE, tail_lines=1) == "2\n"
+
+
+def test_a_pod_reaches_the_api_with_in_cluster_configuration(core: Any) -> None:
+    name = _name("incluster")
+    script = (
+        "import os\n"
+        "from kubernetes import client, config\n"
+        "config.load_incluster_config()\n"
+        "namespace = open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read()\n"
+        "pod = client.CoreV1Api().read_namespaced_pod(os.environ['HOSTNAME'], namespace)\n"
+        "print(pod.spec.service_account_name, pod.metadata.name)\n"
+    )
+    core.create_namespaced_pod(NAMESPACE, pod_body(name, ["python", "-c", script]))
+    wait_for(
+        lambda: core.read_namespaced_pod(name, NAMESPACE).status.phase in ("Succeeded", "Failed"),
+        timeout=30,
+        what="the pod to finish",
+    )
+    assert core.read_namespaced_pod_log(name, NAMESPACE) == f"default {name}\n"
