@@ -17,7 +17,7 @@ from typing import Any
 
 from mlyard.backends.kubernetes.gpu_requests import GpuPlacement
 from mlyard.backends.kubernetes.names import ATTEMPT_ID_ANNOTATION, KUEUE_QUEUE_LABEL
-from mlyard.backends.kubernetes.nodes import cpu_quantity
+from mlyard.backends.kubernetes.nodes import cpu_quantity, memory_quantity
 from mlyard.backends.kubernetes.profile import GPU_TAINT_KEY, KubernetesProfile
 from mlyard.models.resources import Resources
 
@@ -78,7 +78,7 @@ def _container_resources(resources: Resources, placement: GpuPlacement) -> Manif
     requests: dict[str, str] = {"cpu": cpu_quantity(resources.cpus)}
     limits: dict[str, str] = {"cpu": cpu_quantity(resources.cpus)}
     if resources.memory is not None:
-        requests["memory"] = limits["memory"] = str(resources.memory)
+        requests["memory"] = limits["memory"] = memory_quantity(resources.memory)
     # Extended resources must have requests equal to limits.
     requests.update(placement.resources)
     limits.update(placement.resources)

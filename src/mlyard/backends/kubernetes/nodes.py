@@ -154,3 +154,11 @@ def cpu_quantity(cpus: float) -> str:
     if float(cpus).is_integer():
         return str(int(cpus))
     return f"{math.ceil(cpus * 1000)}m"
+
+
+def memory_quantity(num_bytes: int) -> str:
+    """Bytes as a quantity people read in messages: ``'4Gi'``, ``'400Mi'``, else bytes."""
+    for suffix, factor in (("Gi", 1024**3), ("Mi", 1024**2)):
+        if num_bytes % factor == 0:
+            return f"{num_bytes // factor}{suffix}"
+    return str(num_bytes)

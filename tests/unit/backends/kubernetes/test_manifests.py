@@ -85,8 +85,8 @@ def test_a_cpu_step_is_one_job_running_the_runtime() -> None:
         "--store-log",
     ]
     assert step["resources"] == {
-        "requests": {"cpu": "500m", "memory": str(2 * 1024**3)},
-        "limits": {"cpu": "500m", "memory": str(2 * 1024**3)},
+        "requests": {"cpu": "500m", "memory": "2Gi"},
+        "limits": {"cpu": "500m", "memory": "2Gi"},
     }
     assert {"name": "MLYARD_SEED", "value": "7"} in step["env"]
     assert "tolerations" not in spec["template"]["spec"]

@@ -13,6 +13,7 @@ from mlyard.backends.kubernetes.nodes import (
     cpu_quantity,
     fits,
     gpu_products,
+    memory_quantity,
     mig_profiles,
     refuse_unless_some_node_fits,
 )
@@ -80,3 +81,8 @@ def test_cpu_quantities() -> None:
     assert (
         cpu_quantity(1.0) == "1" and cpu_quantity(0.5) == "500m" and cpu_quantity(2.25) == "2250m"
     )
+
+
+def test_memory_quantities() -> None:
+    assert memory_quantity(2 * 1024**3) == "2Gi" and memory_quantity(400 * 1024**2) == "400Mi"
+    assert memory_quantity(4 * 1000**3) == "4000000000"
