@@ -98,7 +98,7 @@ def hosts_file(store: Store, pod: Obj, pod_ip: str) -> str:
 
 def dns_key(store: Store) -> frozenset[tuple[str, ...]]:
     """What the hosts files depend on: they are rewritten only when it changes."""
-    key = {
+    key: set[tuple[str, ...]] = {
         (
             "svc",
             s["metadata"]["namespace"],

@@ -33,15 +33,15 @@ def pod_requests(pod: Obj) -> dict[str, float]:
     """What a pod asks of a node: the sum over its containers, at least each init container's,
     plus one pod."""
     spec = pod.get("spec", {})
-    total: Counter[str] = Counter()
+    total: dict[str, float] = {}
     for container in spec.get("containers") or []:
         for name, value in ((container.get("resources") or {}).get("requests") or {}).items():
-            total[name] += _quantity(value)
+            total[name] = total.get(name, 0.0) + _quantity(value)
     for container in spec.get("initContainers") or []:
         for name, value in ((container.get("resources") or {}).get("requests") or {}).items():
-            total[name] = max(total[name], _quantity(value))
-    total["pods"] += 1
-    return dict(total)
+            total[name] = max(total.get(name, 0.0), _quantity(value))
+    total["pods"] = total.get("pods", 0.0) + 1
+    return total
 
 
 def _tolerates(taint: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool:

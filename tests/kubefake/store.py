@@ -11,7 +11,7 @@ import copy
 import secrets
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -245,7 +245,7 @@ class Store:
         if from_rv < compacted:
             raise expired(f"too old resource version: {from_rv} ({compacted})")
 
-    async def changes(self, rtype: ResourceType, from_rv: int) -> AsyncIterator[Change]:
+    async def changes(self, rtype: ResourceType, from_rv: int) -> AsyncGenerator[Change, None]:
         """Changes of ``rtype`` after ``from_rv``: the kept history, then live ones."""
         self.check_not_expired(rtype, from_rv)
         queue: asyncio.Queue[Change] = asyncio.Queue()
