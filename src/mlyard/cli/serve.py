@@ -149,14 +149,6 @@ def serve_command(
         log_level=log_level.lower(),
     )
     shown_host = f"[{host}]" if ":" in host else host
-    err_console.print(
-        f"Serving {resolved.name} version {resolved.version} ({resolved.flavor}) from {model} "
-        f"on http://{shown_host}:{port}"
-        + (f" and gRPC {shown_host}:{grpc_port}" if grpc_port is not None else "")
-        + f" with {workers} replica(s)"
-        + (f", {gpus} GPU each" if gpus else " on CPU"),
-        soft_wrap=True,
-    )
     from mlyard.services.local_services import registered_service
 
     with registered_service(
@@ -168,6 +160,14 @@ def serve_command(
         gpus=gpus,
         address=f"http://{shown_host}:{port}",
     ):
+        err_console.print(
+            f"Serving {resolved.name} version {resolved.version} ({resolved.flavor}) from {model} "
+            f"on http://{shown_host}:{port}"
+            + (f" and gRPC {shown_host}:{grpc_port}" if grpc_port is not None else "")
+            + f" with {workers} replica(s)"
+            + (f", {gpus} GPU each" if gpus else " on CPU"),
+            soft_wrap=True,
+        )
         code = serve(spec, workers=workers, gpus=gpus)
     raise typer.Exit(code)
 

@@ -54,8 +54,11 @@ class LocalServiceRecord(BaseModel):
     def alive(self) -> bool:
         """Whether the recorded process still runs (and is the same process)."""
         try:
-            started: float = psutil.Process(self.pid).create_time()
-            return abs(started - self.pid_started) < 1.0
+            process = psutil.Process(self.pid)
+            started: float = process.create_time()
+            # An exited child its parent has not reaped yet is a zombie: gone all the same.
+            running = process.status() != psutil.STATUS_ZOMBIE
+            return running and abs(started - self.pid_started) < 1.0
         except psutil.Error:
             return False
 

@@ -23,6 +23,7 @@ import yaml
 
 from tests.e2e.cli import mlyard, mlyard_json
 from tests.integration.kubernetes.conftest import CREDENTIALS_SECRET, NAMESPACE, S3_VARIABLES
+from tests.integration.services_models import register_digits
 
 pytestmark = pytest.mark.integration
 BACKEND = "k8s"
@@ -36,30 +37,6 @@ class Project:
     rows: list[list[float]]
 
 
-def _register_digits(directory: Path) -> tuple[str, list[int], list[list[float]]]:
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_digits
-    from sklearn.linear_model import LogisticRegression
-
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    experiment = mlflow.create_experiment("services", artifact_location=str(directory / "art"))
-    features, labels = load_digits(return_X_y=True)
-    classifier = LogisticRegression(max_iter=100).fit(features[:400], labels[:400])
-    with mlflow.start_run(experiment_id=experiment):
-        mlflow.sklearn.log_model(
-            classifier,
-            name="model",
-            registered_model_name="Digits_Classifier",
-            pip_requirements=[],
-            signature=infer_signature(features, classifier.predict(features)),
-        )
-    rows = [[float(v) for v in row] for row in features[:4]]
-    return uri, [int(p) for p in classifier.predict(features[:4])], rows
-
-
 @pytest.fixture(scope="module")
 def project(
     tmp_path_factory: pytest.TempPathFactory,
@@ -68,7 +45,7 @@ def project(
     credentials_secret: str,
 ) -> Project:
     directory = tmp_path_factory.mktemp("k8s-services")
-    uri, predictions, rows = _register_digits(directory)
+    model = register_digits(directory)
     (directory / "mlyard.toml").write_text(
         f"[backends.{BACKEND}]\n"
         'type = "kubernetes"\n'
@@ -89,13 +66,13 @@ def project(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLYARD_")}
     env.update(
         MLYARD_HOME=str(directory / "home"),
-        MLYARD_TRACKING__URI=uri,
+        MLYARD_TRACKING__URI=model.tracking_uri,
         MLYARD_STORAGE__ARTIFACTS=f"s3://{s3['S3_BUCKET']}/services",
         MLYARD_STORAGE__ENDPOINT_URL=s3["S3_ENDPOINT_URL"],
         KUBECONFIG=kube["KUBECONFIG"],
         **{key: s3[key] for key in S3_VARIABLES},
     )
-    return Project(directory, env, predictions, rows)
+    return Project(directory, env, model.predictions, model.rows)
 
 
 def _cli(project: Project, *args: str) -> Any:
@@ -119,7 +96,9 @@ def _wait_for(
         shown = _show(project, name)
         if ready(shown):
             return shown
-        assert time.monotonic() < deadline, f"service {name} never got there: {shown}"
+        if time.monotonic() > deadline:
+            logs = _cli(project, "services", "logs", name, "--backend", BACKEND).stdout
+            raise AssertionError(f"service {name} never got there: {shown}\n{logs[-3000:]}")
         time.sleep(1.0)
 
 
@@ -224,7 +203,9 @@ def test_services_ls_logs_scale_and_a_second_serve_updates(
     assert shown["ready"] == 1
 
 
-def test_consumers_process_messages_on_the_cluster(project: Project, core_api: Any) -> None:
+def test_consumers_process_messages_on_the_cluster(
+    project: Project, core_api: Any, s3_environment: dict[str, str]
+) -> None:
     from mlyard.artifacts.store import ArtifactStore
     from mlyard.consumers.urls import open_sink, open_source
 

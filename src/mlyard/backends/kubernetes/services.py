@@ -56,6 +56,8 @@ POD_IP_VARIABLE = "MLYARD_POD_IP"
 POD_NAME_VARIABLE = "MLYARD_POD_NAME"
 TOKEN_VARIABLE = "MLYARD_SERVE_TOKEN"
 TOKEN_KEY = "token"
+#: How long a replica may take to load its model and first answer its probe.
+STARTUP_SECONDS = 600
 _RESOURCE_ORDER = ("Secret", "ResourceClaimTemplate", "Deployment", "Service")
 
 
@@ -131,19 +133,18 @@ def _service_pod_spec(
         {"name": name, "containerPort": port, "protocol": "TCP"}
         for name, port in spec.ports.items()
     ]
-    # Loading a model can take a while: readiness gates traffic, liveness only restarts a
-    # replica that stopped answering after it had started.
-    container["readinessProbe"] = {
-        "httpGet": {"path": spec.ready_path, "port": spec.probe_port},
+    # Loading a model can take minutes: the startup probe holds liveness off until the
+    # endpoint first answers (up to STARTUP_SECONDS), then liveness restarts a replica that
+    # stopped answering, and readiness gates traffic.
+    ready = {"httpGet": {"path": spec.ready_path, "port": spec.probe_port}}
+    live = {"httpGet": {"path": spec.live_path, "port": spec.probe_port}}
+    container["startupProbe"] = {
+        **live,
         "periodSeconds": 2,
-        "failureThreshold": 3,
+        "failureThreshold": STARTUP_SECONDS // 2,
     }
-    container["livenessProbe"] = {
-        "httpGet": {"path": spec.live_path, "port": spec.probe_port},
-        "initialDelaySeconds": 30,
-        "periodSeconds": 10,
-        "failureThreshold": 3,
-    }
+    container["readinessProbe"] = {**ready, "periodSeconds": 2, "failureThreshold": 3}
+    container["livenessProbe"] = {**live, "periodSeconds": 10, "failureThreshold": 3}
     pod["terminationGracePeriodSeconds"] = 45  # the server drains for up to 30 s on SIGTERM
     return pod
 

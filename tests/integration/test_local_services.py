@@ -1,0 +1,87 @@
+"""``mlyard services`` on this machine: a real ``mlyard serve`` in the foreground of another
+process is listed, shown, its log read, its scale refused with the fix, and stopped (SIGTERM,
+it drains and exits 0); its record goes with it, and a dead process's record is cleaned."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cli import mlyard, mlyard_json
+from tests.integration.services_models import register_digits
+from tests.integration.serving_processes import Server, free_port, wait_ready
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_local_server_is_listed_shown_and_stopped(tmp_path: Path) -> None:
+    model = register_digits(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLYARD_")}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env.update(MLYARD_HOME=str(tmp_path / "home"), MLYARD_TRACKING__URI=model.tracking_uri)
+    port = free_port()
+    log = tmp_path / "serve.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlyard.cli", "serve", "models:/Digits_Classifier/1",
+             "--port", str(port), "--replicas", "2"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_ready(server)
+        (listed,) = mlyard_json("services", "ls", env=env, cwd=tmp_path)
+        assert listed["name"] == "digits-classifier"
+        assert listed["backend"] == "local"
+        assert listed["pid"] == process.pid
+        assert listed["replicas"] == 2
+        assert listed["address"] == f"http://127.0.0.1:{port}"
+        assert listed["model"] == "models:/Digits_Classifier/1"
+        shown = mlyard_json("services", "show", "digits-classifier", env=env, cwd=tmp_path)
+        assert len(shown["pods"]) == 2  # the replica processes
+        logs = mlyard("services", "logs", "digits-classifier", env=env, cwd=tmp_path)
+        assert "Serving Digits_Classifier version 1" in logs.stdout
+        # The terminal still gets the output.
+        assert "Serving Digits_Classifier version 1" in log.read_text()
+
+        twin = mlyard("serve", "models:/Digits_Classifier/1", "--port", str(free_port()),
+                      env=env, cwd=tmp_path)  # fmt: skip
+        assert twin.returncode != 0
+        assert "named 'digits-classifier' runs already" in twin.stderr
+
+        scale = mlyard("services", "scale", "digits-classifier", "3", env=env, cwd=tmp_path)
+        assert scale.returncode != 0
+        assert "--replicas N" in scale.stderr and "Traceback" not in scale.stderr
+
+        stopped = mlyard_json("services", "stop", "digits-classifier", env=env, cwd=tmp_path)
+        assert stopped["exited"] is True
+        assert process.wait(timeout=30) == 0  # drained
+        assert mlyard_json("services", "ls", env=env, cwd=tmp_path) == []
+        missing = mlyard("services", "show", "digits-classifier", env=env, cwd=tmp_path)
+        assert missing.returncode != 0
+        assert "No service named 'digits-classifier' runs on this machine" in missing.stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_record_of_a_killed_service_is_cleaned(tmp_path: Path) -> None:
+    directory = tmp_path / "home" / "services" / "running"
+    directory.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {
+        "name": "ghost", "kind": "server", "model": "models:/x/1", "pid": dead.pid,
+        "pid_started": 1.0, "replicas": 1, "address": "http://127.0.0.1:1",
+        "started_at": "2026-01-01T00:00:00Z", "log": str(tmp_path / "ghost.log"),
+    }  # fmt: skip
+    (directory / "ghost.json").write_text(json.dumps(record))
+    env = {"MLYARD_HOME": str(tmp_path / "home")}
+    assert mlyard_json("services", "ls", env=env, cwd=tmp_path) == []
+    assert not (directory / "ghost.json").exists()
