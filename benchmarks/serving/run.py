@@ -212,12 +212,15 @@ def machine() -> str:
     )
 
 
-def write_results(table: str, tensor_table: str, args: argparse.Namespace) -> None:
-    section = (
+TENSOR_HEADING = "### An image-sized tensor: JSON, binary over HTTP, gRPC\n"
+
+
+def servers_part(table: str, args: argparse.Namespace) -> str:
+    """The Serving section's first part: the servers compared on one-row requests."""
+    return (
         "## Serving\n\n"
         f"Command: `.venv/bin/python benchmarks/serving/run.py --concurrency {args.concurrency} "
-        f"--seconds {args.seconds} --rounds {args.rounds} --tensor-concurrency "
-        f"{args.tensor_concurrency}`  \n"
+        f"--seconds {args.seconds} --rounds {args.rounds}`  \n"
         f"Machine: {machine()}  \n"
         f"Model: scikit-learn LogisticRegression on digits (64 FP64 features), registered in a "
         f"SQLite MLflow store; one-row requests from {args.concurrency} keep-alive connections "
@@ -226,8 +229,18 @@ def write_results(table: str, tensor_table: str, args: argparse.Namespace) -> No
         "every server runs one worker process under uvicorn (with httptools and "
         "uvloop installed, which all three pick up). The machine is shared with other work, so "
         "single rounds move by 15 % or more; the ratios hold.\n\n"
-        f"{table}\n\n"
-        "### An image-sized tensor: JSON, binary over HTTP, gRPC\n\n"
+        f"{table}\n"
+    )
+
+
+def tensor_part(table: str, args: argparse.Namespace) -> str:
+    """The Serving section's image-tensor table with what it measured."""
+    only = " --only tensor" if args.only == "tensor" else ""
+    return (
+        f"{TENSOR_HEADING}\n"
+        f"Command: `.venv/bin/python benchmarks/serving/run.py{only} --seconds {args.seconds} "
+        f"--rounds {args.rounds} --tensor-concurrency {args.tensor_concurrency}`  \n"
+        f"Machine: {machine()}  \n"
         "One `mlyard serve --grpc-port` on a PyTorch model logged with its signature that "
         "returns the mean of each channel of a 1x3x224x224 FP32 tensor (an image classifier's "
         "input: 602,112 bytes raw); one tensor per request from "
@@ -239,11 +252,28 @@ def write_results(table: str, tensor_table: str, args: argparse.Namespace) -> No
         "(what `tritonclient.http` sends by default), gRPC a ModelInfer with "
         "`raw_input_contents`. Every answer is checked before timing starts. Target: binary at "
         "least 5x the JSON throughput.\n\n"
-        f"{tensor_table}\n"
+        f"{table}\n"
     )
+
+
+def write_results(servers: str | None, tensor: str | None) -> None:
+    """Replace the parts of the Serving section that were measured; keep the others."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    found = pattern.search(text)
+    old = found.group(0) if found else ""
+    old_servers, _, old_tensor = old.partition(TENSOR_HEADING)
+    if servers is None:
+        servers = old_servers or "## Serving\n"
+    if tensor is None and old_tensor:
+        tensor = TENSOR_HEADING + old_tensor
+    parts = [servers.rstrip()] + ([tensor.rstrip()] if tensor else [])
+    section = "\n\n".join(parts) + "\n\n"
+    text = (
+        text[: found.start()] + section + text[found.end() :]
+        if found
+        else text.rstrip() + "\n\n" + section
+    )
     RESULTS.write_text(text)
 
 
@@ -297,7 +327,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         choices=["servers", "tensor"],
-        help="Run one part and print it; RESULTS.md is written only when both ran.",
+        help="Run one part; only its table in RESULTS.md is replaced.",
     )
     parser.add_argument("--no-write", action="store_true", help="Do not touch RESULTS.md.")
     args = parser.parse_args()
@@ -338,6 +368,8 @@ def main() -> None:
             )
     if args.only == "tensor":
         print(tensor_table)
+        if not args.no_write:
+            write_results(None, tensor_part(tensor_table, args))
         return
     baseline = rows[0][1].requests_per_second
     lines = [
@@ -353,8 +385,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     print(tensor_table)
-    if not args.no_write and args.only is None:
-        write_results(table, tensor_table, args)
+    if not args.no_write:
+        write_results(
+            servers_part(table, args), tensor_part(tensor_table, args) if tensor_table else None
+        )
 
 
 if __name__ == "__main__":

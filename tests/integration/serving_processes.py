@@ -41,7 +41,8 @@ def free_port() -> int:
 def start_server(
     directory: Path, name: str, args: list[str], env: dict[str, str], *, grpc: bool = False
 ) -> Server:
-    """Start `mlyard serve ARGS` on free loopback ports (HTTP, and gRPC when asked)."""
+    """Start `mlyard serve ARGS` on free loopback ports (HTTP, and gRPC when asked), with a home
+    of its own under ``directory``."""
     port = free_port()
     extra = ["--port", str(port)]
     grpc_address = None
@@ -50,10 +51,12 @@ def start_server(
         extra += ["--grpc-port", str(grpc_port)]
         grpc_address = f"127.0.0.1:{grpc_port}"
     log = directory / f"{name}.log"
+    # A home per server: a running server holds its service name (the model's) in its home.
+    home = directory / f"home-{name}"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-c", LAUNCHER, "serve", *args, *extra],
-            env=env,
+            env={**env, "MLYARD_HOME": str(home)},
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

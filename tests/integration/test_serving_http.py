@@ -2,7 +2,8 @@
 
 Three servers start once for the module (in parallel, they take seconds each to import MLflow):
 the digits classifier (sklearn) with batching, the same model with a long queue delay to catch a
-request in flight for the SIGTERM drain test, and a tiny torch module on two replicas.
+request in flight for the SIGTERM drain test, and a tiny torch module on two replicas sharing
+the HTTP and the gRPC port.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from tests.integration.serving_processes import (
     LAUNCHER,
@@ -86,8 +88,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(env, directory)
 
 
-def _start(store: Store, name: str, args: list[str], env: dict[str, str] | None = None) -> Server:
-    return start_server(store.directory, name, args, {**store.env, **(env or {})})
+def _start(
+    store: Store,
+    name: str,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    grpc: bool = False,
+) -> Server:
+    return start_server(store.directory, name, args, {**store.env, **(env or {})}, grpc=grpc)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +115,7 @@ def servers(store: Store) -> Iterator[dict[str, Server]]:
             env={"MLYARD_SERVE_TOKEN": TOKEN},
         ),
         "slow": _start(store, "slow", ["models:/digits/1", "--max-queue-delay-ms", "1500"]),
-        "tiny": _start(store, "tiny", ["models:/tiny/1", "--workers", "2"]),
+        "tiny": _start(store, "tiny", ["models:/tiny/1", "--workers", "2"], grpc=True),
     }
     try:
         for server in started.values():
@@ -258,7 +267,9 @@ def test_unknown_model_lists_what_exists(store: Store, reference: str, expected:
     assert expected in result.stderr
 
 
-def test_torch_model_on_two_replicas_that_drain_together(servers: dict[str, Server]) -> None:
+def test_torch_model_on_two_replicas_over_http_and_grpc_that_drain_together(
+    servers: dict[str, Server],
+) -> None:
     url = servers["tiny"].url
     body = {
         "inputs": [
@@ -271,6 +282,17 @@ def test_torch_model_on_two_replicas_that_drain_together(servers: dict[str, Serv
     }
     assert len(outputs) == 1  # every replica serves the same model
     assert len(next(iter(outputs))) == 4
+    # The replicas share the gRPC port too: a connection of its own for each client.
+    rows = np.array([[0.0] * 4, [1.0] * 4], dtype=np.float32)
+    for _ in range(8):
+        client = grpcclient.InferenceServerClient(
+            servers["tiny"].grpc_address, channel_args=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        tensor = grpcclient.InferInput("input-0", [2, 4], "FP32")
+        tensor.set_data_from_numpy(rows)
+        by_grpc = client.infer("tiny", [tensor]).as_numpy("output-0")
+        np.testing.assert_allclose(by_grpc.reshape(-1), next(iter(outputs)), rtol=1e-6)
+        client.close()
     # Replicas share one port and report metrics together.
     metrics = httpx.get(f"{url}/metrics").text
     assert (
@@ -278,6 +300,14 @@ def test_torch_model_on_two_replicas_that_drain_together(servers: dict[str, Serv
             metrics,
             'mlyard_serving_requests_total{method="POST",'
             'route="/v2/models/{name}/infer",status="200"}',
+        )
+        == 8
+    )
+    assert (
+        _metric(
+            metrics,
+            'mlyard_serving_requests_total{method="GRPC",'
+            'route="/inference.GRPCInferenceService/ModelInfer",status="OK"}',
         )
         == 8
     )

@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,13 @@ import tritonclient.grpc.aio as grpcclient_aio
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.serving_processes import Server, start_server, stop_server, wait_ready
+from tests.integration.serving_processes import (
+    LAUNCHER,
+    Server,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +104,17 @@ def _register_models(directory: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     directory = tmp_path_factory.mktemp("v2-clients")
     uri = _register_models(directory)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLYARD_")}
     env.update(MLYARD_HOME=str(directory / "home"), MLYARD_TRACKING__URI=uri)
+    return directory, env
+
+
+@pytest.fixture(scope="module")
+def servers(store: tuple[Path, dict[str, str]]) -> Iterator[dict[str, Server]]:
+    directory, env = store
     started = {
         # A 100 ms queue delay lets an HTTP and a gRPC request sent together share a batch.
         "digits": start_server(
@@ -404,3 +419,25 @@ def test_http_and_grpc_share_the_batcher_and_the_metrics(servers: dict[str, Serv
 def _metric(text: str, series: str) -> float:
     match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def test_a_taken_grpc_port_is_a_clear_error(
+    store: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    # A home of its own: the running digits server holds the service name in the shared one.
+    env = {**store[1], "MLYARD_HOME": str(tmp_path / "home")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = ["serve", "models:/digits/1", "--port", "0", "--grpc-port", str(port)]
+        result = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, *serve],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert f"Could not bind 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

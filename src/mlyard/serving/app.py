@@ -193,6 +193,13 @@ def create_app(model: ServableModel, options: AppOptions) -> ASGIApp:
         name = request.path_params["name"]
         _check_model(model, name, request.path_params.get("version"))
         _check_ready(readiness)
+        encoding = request.headers.get("content-encoding", "identity").lower()
+        if encoding != "identity":
+            raise HttpError(
+                415,
+                f"request bodies compressed with {encoding!r} are not supported; send the "
+                "request uncompressed",
+            )
         raw = await request.body()
         declared = request.headers.get(HEADER_LENGTH_HEADER)
         binary: memoryview | None = None

@@ -15,6 +15,8 @@ module (protobuf refuses the duplicate symbols): test the server from another pr
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import grpc
 import numpy as np
 from grpc import aio
 
+from mlyard.errors import ResourceError
 from mlyard.serving.auth import OPEN_RPCS, authorization_matches, expected_authorization
 from mlyard.serving.batching import DynamicBatcher, ModelCallError
 from mlyard.serving.binary_tensors import array_from_raw, array_to_raw, element_count
@@ -38,6 +41,7 @@ from mlyard.serving.metrics import ServerMetrics
 from mlyard.serving.model_loading import NamedArrays, ServableModel
 from mlyard.serving.tensors import V2_TO_NUMPY, TensorError, TensorSpec, v2_datatype_of
 
+logger = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 _Response = TypeVar("_Response")
 Context = aio.ServicerContext[Any, Any]
@@ -105,7 +109,16 @@ async def start_grpc_server(
         ],
     )
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise ResourceError(
+            f"Could not bind the gRPC port {address}.",
+            hint="Pick another --grpc-port, or stop what is listening there.",
+        )
     await server.start()
     return server
 
@@ -208,6 +221,12 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except ModelCallError as exc:
             code, message = grpc.StatusCode.INTERNAL, f"the model failed on this input: {exc}"
+        except asyncio.CancelledError:  # the client went away
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # a bug here: answer it, keep serving, log the traceback
+            logger.exception("gRPC %s failed", method)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"
         finally:
             self._state.metrics.observe_rpc(
                 f"/{SERVICE}/{method}", code.name, time.perf_counter() - started

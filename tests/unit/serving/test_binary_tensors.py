@@ -230,3 +230,11 @@ def test_binary_data_size_needs_the_header_and_excludes_data(client: TestClient)
 def test_binary_bodies_keep_the_request_size_limit(client: TestClient) -> None:
     response = _binary_request(client, tensor=b"\x00" * 5000, declared_size=5000)
     assert response.status_code == 413
+
+
+def test_compressed_bodies_are_refused_with_a_clear_error(client: TestClient) -> None:
+    response = client.post(
+        "/v2/models/adder/infer", content=b"\x1f\x8b...", headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 415
+    assert "send the request uncompressed" in response.json()["error"]
