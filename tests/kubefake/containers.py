@@ -245,3 +245,18 @@ def memory_limit(container: Container) -> int | None:
     """The container's memory limit in bytes, if it has one."""
     limit = ((container.spec.get("resources") or {}).get("limits") or {}).get("memory")
     return int(parse_quantity(limit)) if limit is not None else None
+
+
+def pod_env_base(python_bin: str, pod: Obj, address: str) -> dict[str, str]:
+    """The machine's environment, the interpreter the fake runs with first on PATH, and what the
+    kubelet sets in every container (HOSTNAME, the API server's address)."""
+    env = dict(os.environ)
+    env["PATH"] = python_bin + os.pathsep + env.get("PATH", "")
+    for leaked in ("KUBECONFIG", "VIRTUAL_ENV"):
+        env.pop(leaked, None)
+    spec = pod["spec"]
+    env["HOSTNAME"] = spec.get("hostname") or pod["metadata"]["name"]
+    host, _, port = address.rpartition(":")
+    env["KUBERNETES_SERVICE_HOST"] = host
+    env["KUBERNETES_SERVICE_PORT"] = port
+    return env

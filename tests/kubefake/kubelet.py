@@ -10,16 +10,14 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tests.kubefake.dns import dns_key
 from tests.kubefake.pod_worker import PodWorker
 from tests.kubefake.resources import BY_KIND
-from tests.kubefake.store import Change, Obj
+from tests.kubefake.store import Change
 
 if TYPE_CHECKING:
     from tests.kubefake.cluster import Cluster
@@ -133,28 +131,3 @@ class Kubelet:
             worker.kill_now()
         await asyncio.sleep(0)
         self.record_pids()
-
-
-def kill_group(pgid: int, sig: int) -> None:
-    """Signal a container's process group; one that is gone already is fine."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def sigkill() -> int:
-    return int(signal.SIGKILL)
-
-
-def pod_env_base(settings: KubeletSettings, pod: Obj, address: str) -> dict[str, Any]:
-    """The machine's environment, the interpreter the fake runs with first on PATH, and what the
-    kubelet sets in every container (HOSTNAME, the API server's address)."""
-    env = dict(os.environ)
-    env["PATH"] = settings.python_bin + os.pathsep + env.get("PATH", "")
-    for leaked in ("KUBECONFIG", "VIRTUAL_ENV"):
-        env.pop(leaked, None)
-    spec = pod["spec"]
-    env["HOSTNAME"] = spec.get("hostname") or pod["metadata"]["name"]
-    host, _, port = address.rpartition(":")
-    env["KUBERNETES_SERVICE_HOST"] = host
-    env["KUBERNETES_SERVICE_PORT"] = port
-    return env

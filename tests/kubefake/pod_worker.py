@@ -9,10 +9,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.kubefake.containers import Container, ContainerConfigError, container_env, expand
+from tests.kubefake.containers import (
+    Container,
+    ContainerConfigError,
+    container_env,
+    expand,
+    pod_env_base,
+)
 from tests.kubefake.dns import hosts_file
 from tests.kubefake.errors import ApiError
 from tests.kubefake.images import pull_image
+from tests.kubefake.process import kill_group, run_container_process
 from tests.kubefake.resources import BY_KIND
 from tests.kubefake.store import Obj, now_rfc3339
 
@@ -256,9 +263,7 @@ class PodWorker:
     def _environment(self, container: Container) -> dict[str, str]:
         pod = self.store.find(_POD, self.namespace, self.name) or {"metadata": {}, "spec": {}}
         pod.setdefault("status", {})["podIP"] = self.ip
-        from tests.kubefake.kubelet import pod_env_base
-
-        base = pod_env_base(self.kubelet.settings, pod, self.kubelet.cluster.address)
+        base = pod_env_base(self.kubelet.settings.python_bin, pod, self.kubelet.cluster.address)
         env = container_env(self.store, pod, container.spec)
         gpus = self.kubelet.cluster.scheduler.assigned_devices(self.uid, container.name)
         if gpus:
@@ -275,8 +280,6 @@ class PodWorker:
 
     async def _execute(self, container: Container, env: dict[str, str]) -> int:
         """Start the container's process, watch it, and return its exit code."""
-        from tests.kubefake.process import run_container_process
-
         return await run_container_process(self, container, env, self._command(container, env))
 
     def _finish(self) -> None:
@@ -306,8 +309,6 @@ class PodWorker:
         )
 
     def _signal(self, container: Container, sig: int) -> None:
-        from tests.kubefake.kubelet import kill_group
-
         if container.process is not None and container.process.returncode is None:
             kill_group(container.process.pid, sig)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import time
@@ -234,3 +235,9 @@ def _start_failed(worker: PodWorker, container: Container, executable: str, why:
     worker.event("Failed", f"Error: {message}", container, "Warning")
     worker.write_status()
     return 128
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    """Signal a container's process group; one that is gone already is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
