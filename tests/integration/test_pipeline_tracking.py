@@ -193,3 +193,23 @@ def test_a_stalled_mlflow_holds_the_runs_end_only_as_long_as_allowed(
     shown = show_run(workspace, run_id).model_dump(mode="json")
     _assert_parent_carries_the_runs_metrics(uri, shown)
     workspace.close()
+
+
+def test_a_partly_cached_runs_parent_carries_the_cached_steps_metrics_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = mlyard_json("run", f"{SCORED}:scored", "-p", "epochs=3")
+    assert first["state"] == "SUCCEEDED", first.get("error")
+    # A new `seconds` reruns evaluate only: train is cached from the first run, and report
+    # too (its input, the accuracy, is the same value).
+    again = mlyard_json("run", f"{SCORED}:scored", "-p", "epochs=3", "-p", "seconds=0.01")
+    states = {s["name"]: s["state"] for s in again["steps"]}
+    assert states == {"train": "CACHED", "evaluate": "SUCCEEDED", "report": "CACHED"}
+    assert again["mlflow_run_id"] != first["mlflow_run_id"]
+
+    store = Path(os.environ["MLYARD_HOME"]) / "mlflow.db"
+    parent, children = _mlflow_view(f"sqlite:///{store}", again["mlflow_run_id"])
+    assert parent.data.metrics == again["metrics"]
+    assert parent.data.metrics["train.loss"] == first["metrics"]["train.loss"]
+    assert sorted(children) == ["evaluate"]  # a cached step gets no nested run

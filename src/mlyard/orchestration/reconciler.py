@@ -359,7 +359,12 @@ class Orchestrator:
         run, but not forever: a slow or unreachable MLflow gets a warning, and what it did
         not take is sent by ``mlyard runs resume``."""
         worker = self.tracking_worker
-        worker.finish_run(final)
+        cached = {
+            record.node.name: record.row.cached_from_step_run_id
+            for record in self.steps.values()
+            if record.state == StepState.CACHED and record.row.cached_from_step_run_id
+        }
+        worker.finish_run(final, cached)
         notice = min(TRACKING_SLOW_NOTICE_SECONDS, self.tracking_drain_seconds)
         if worker.wait_idle(notice):
             return

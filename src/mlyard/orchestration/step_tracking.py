@@ -10,6 +10,7 @@ metrics stay in the metadata store, and the attempt stays untracked, so a later
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -199,11 +200,31 @@ class StepTracking:
         except MlyardError as error:
             self._warn("Could not mark steps as sent to MLflow", error)
 
-    def finish_run(self, run: RunRow, state: RunState) -> None:
-        """Close the MLflow parent run with the run's final state."""
+    def finish_run(
+        self, run: RunRow, state: RunState, cached: Mapping[str, str] | None = None
+    ) -> None:
+        """Close the MLflow parent run with the run's final state. ``cached`` (step name ->
+        the step run it reused) puts the cached steps' metrics on it too, so that a partly
+        cached run compares in MLflow like one that ran everything."""
         if run.mlflow_run_id is None:
             return
         try:
+            if cached:
+                metrics = self.metadata.metrics(cached.values())
+                names = {source: step for step, source in cached.items()}
+                by_step: dict[str, list[MetricRecord]] = {}
+                for row in metrics:
+                    by_step.setdefault(names[row.step_run_id], []).append(
+                        MetricRecord(
+                            key=row.key,
+                            value=row.value,
+                            step=row.step,
+                            timestamp_ms=row.timestamp_ms,
+                        )
+                    )
+                records = [m for step, rows in by_step.items() for m in _parent_metrics(step, rows)]
+                if records:
+                    self.tracker.log_metrics(run.mlflow_run_id, records)
             self.tracker.end_run(run.mlflow_run_id, _MLFLOW_STATUS.get(state, "FAILED"))
         except MlyardError as error:
             self._warn("Could not close the MLflow run", error)

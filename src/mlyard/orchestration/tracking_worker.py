@@ -42,6 +42,7 @@ class TrackingWorker:
         self._prepared = False
         self._steps: list[FinishedStep] = []
         self._final_state: RunState | None = None
+        self._cached: dict[str, str] = {}
         self._busy = False
         #: Steps in the batch being sent now.
         self._sending = 0
@@ -64,10 +65,12 @@ class TrackingWorker:
             self._steps.append(step)
             self._changed.notify()
 
-    def finish_run(self, state: RunState) -> None:
-        """Queue the parent run's end, after every step queued so far."""
+    def finish_run(self, state: RunState, cached: dict[str, str] | None = None) -> None:
+        """Queue the parent run's end, after every step queued so far; ``cached`` maps the
+        cached steps to the step runs they reused (their metrics go on the parent run)."""
         with self._changed:
             self._final_state = state
+            self._cached = cached or {}
             self._changed.notify()
 
     def wait_idle(self, timeout_seconds: float) -> bool:
@@ -134,7 +137,8 @@ class TrackingWorker:
         state = self._final_state
         assert state is not None
         self._final_state = None
-        return lambda: tracking.finish_run(run, state)
+        cached = self._cached
+        return lambda: tracking.finish_run(run, state, cached)
 
 
 def _prepare_without_collecting(tracking: StepTracking) -> None:
