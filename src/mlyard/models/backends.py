@@ -49,6 +49,9 @@ class JobStatus(BaseModel):
     # True when the infrastructure, not the user's code, ended the job (preemption, node failure):
     # such failures are retried without consuming the step's retries.
     infrastructure_failure: bool = False
+    # False when another attempt cannot help (an image that cannot be pulled, a missing Secret,
+    # a request no node can schedule): the step fails at once instead of using its retries.
+    retryable: bool = True
     exit_code: int | None = None
     usage: Usage | None = Field(
         default=None,

@@ -300,7 +300,7 @@ class Orchestrator:
                 infrastructure_failures=row.infrastructure_failures + 1,
                 delay=record.node.retry_backoff_seconds,
             )
-        elif not infrastructure and row.failures < record.node.retries:
+        elif not infrastructure and outcome.status.retryable and row.failures < record.node.retries:
             delay = record.node.retry_backoff_seconds * (2**row.failures)
             self.launcher.record_retry(record, outcome, failures=row.failures + 1, delay=delay)
         else:

@@ -128,6 +128,7 @@ def test_an_image_that_cannot_be_pulled_fails_naming_it_and_the_job_goes(
     task = make_task(store, tmp_path, "add", {"a": 1, "b": 2})
     status = wait_terminal(backend, backend.submit(task), timeout=60)
     assert status.state == JobState.FAILED and not status.infrastructure_failure
+    assert not status.retryable, "another attempt would fail to pull the same image"
     assert image in (status.reason or "") and "image_pull_secrets" in (status.reason or "")
     deadline = time.monotonic() + 30
     while jobs_of(core_api, task.spec.attempt_id):

@@ -113,3 +113,39 @@ def test_cancel_deletes_the_job_of_a_run_nobody_follows(
         assert time.monotonic() < deadline, "the cancelled step's Job was not deleted"
         time.sleep(0.2)
     assert runs_of(markers, "last") == 0
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_step_without_using_its_retries(
+    kube: dict[str, str], s3: dict[str, str], credentials_secret: str, tmp_path: Path
+) -> None:
+    """`flaky` has retries=2: another attempt would fail to pull the same image, so one is made."""
+    home = tmp_path / "home"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {
+        "MLYARD_BACKENDS": json.dumps(
+            {"cluster": profile_fields(kube, image="registry.invalid/mlyard:1")}
+        ),
+        "MLYARD_TRACKING__URI": "none",
+        "MLYARD_STORAGE__ARTIFACTS": f"s3://{s3['S3_BUCKET']}/pull-{uuid.uuid4().hex[:8]}",
+        "MLYARD_STORAGE__ENDPOINT_URL": s3["S3_ENDPOINT_URL"],
+        "MLYARD_HOME": str(home),
+        **{key: s3[key] for key in S3_VARIABLES},
+    }
+    done = mlyard(
+        "run",
+        f"{COUNTING}:retrying",
+        "--backend",
+        "cluster",
+        "-p",
+        f"marker_dir={markers}",
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    runs = mlyard_json("runs", "ls", env=env)
+    view = mlyard_json("runs", "show", runs[0]["id"], env=env)
+    (flaky,) = view["steps"]
+    assert flaky["state"] == "FAILED" and flaky["attempts"] == 1, flaky
+    assert "registry.invalid/mlyard:1" in json.dumps(flaky)
+    assert runs_of(markers, "flaky") == 0, "the step's code never ran: its image was never pulled"

@@ -369,6 +369,7 @@ class KubernetesBackend(Backend):
             state=mapped.state,
             reason=mapped.reason,
             infrastructure_failure=mapped.infrastructure_failure,
+            retryable=mapped.retryable,
             exit_code=mapped.exit_code,
             usage=_usage(job, pods) if mapped.state.is_terminal else None,
             submit_script=self._manifests.get(handle.job_id),

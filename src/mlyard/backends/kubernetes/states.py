@@ -41,6 +41,8 @@ class MappedState:
     #: The attempt's end was decided here while its Job is still active (an image that cannot
     #: be pulled, a pod unschedulable too long): the backend deletes the Job.
     stop_job: bool = False
+    #: False when another attempt would fail the same way (see ``JobStatus.retryable``).
+    retryable: bool = True
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -164,6 +166,7 @@ def pod_live(pod: Manifest, *, now: datetime, schedule_timeout: float) -> Mapped
                 f"{reason}: the image {image} cannot be pulled ({message or 'no detail'}); "
                 "check the profile's image and image_pull_secrets",
                 stop_job=True,
+                retryable=False,
             )
         if reason in _CONFIG_ERRORS:
             return MappedState(
@@ -172,6 +175,7 @@ def pod_live(pod: Manifest, *, now: datetime, schedule_timeout: float) -> Mapped
                 "Secret or ConfigMap it names in the Job's namespace, or fix the profile "
                 "(artifact_credentials_secret)",
                 stop_job=True,
+                retryable=False,
             )
     phase = status.get("phase")
     if phase == "Running":
@@ -192,6 +196,7 @@ def pod_live(pod: Manifest, *, now: datetime, schedule_timeout: float) -> Mapped
                 f"{message}; ask for less, or raise schedule_timeout in the profile if the "
                 "cluster will grow",
                 stop_job=True,
+                retryable=False,
             )
         return MappedState(JobState.PENDING, message)
     node = (pod.get("spec") or {}).get("nodeName")

@@ -44,7 +44,7 @@ def test_unschedulable_past_schedule_timeout_fails() -> None:
     mapped = map_attempt(job(), [unschedulable_pod(message)], now=later, schedule_timeout=600)
     assert mapped.state == JobState.FAILED and mapped.stop_job
     assert message in (mapped.reason or "") and "schedule_timeout" in (mapped.reason or "")
-    assert not mapped.infrastructure_failure
+    assert not mapped.infrastructure_failure and not mapped.retryable
 
 
 def test_an_image_that_cannot_be_pulled_fails_naming_the_image() -> None:
@@ -53,7 +53,7 @@ def test_an_image_that_cannot_be_pulled_fails_naming_the_image() -> None:
         mapped = map_attempt(job(), [stuck], now=NOW)
         assert mapped.state == JobState.FAILED and mapped.stop_job, reason
         assert "registry.example.com/mlyard:1" in (mapped.reason or "")
-        assert not mapped.infrastructure_failure
+        assert not mapped.infrastructure_failure and not mapped.retryable, reason
 
 
 def test_a_missing_secret_fails_naming_it() -> None:
@@ -64,6 +64,7 @@ def test_a_missing_secret_fails_naming_it() -> None:
     mapped = map_attempt(job(), [stuck], now=NOW)
     assert mapped.state == JobState.FAILED and mapped.stop_job
     assert 'secret "s3-credentials" not found' in (mapped.reason or "")
+    assert not mapped.retryable
 
 
 def test_oomkilled_names_the_memory_limit_and_the_fix() -> None:
