@@ -76,3 +76,38 @@ def test_quickstart_on_the_mlflow_server_named_by_mlflow_tracking_uri(
     assert rich.returncode == 0, rich.stderr
     accuracy_line = next(line for line in rich.stdout.splitlines() if "evaluate.accuracy" in line)
     assert f"cached, from run {first['id']}" in accuracy_line
+
+
+def test_mlflow_registry_uri_is_where_runs_register_and_serve_loads(
+    tmp_path: Path,
+) -> None:
+    """MLflow's two variables name two stores: the run is tracked in one, its model registered
+    in the other, and `mlyard serve` finds the model there."""
+    import httpx
+    from mlflow.tracking import MlflowClient
+
+    from tests.integration.serving_processes import start_server, stop_server, wait_ready
+
+    runs_store = f"sqlite:///{tmp_path / 'runs.db'}"
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    as_mlflow_user = {"MLFLOW_TRACKING_URI": runs_store, "MLFLOW_REGISTRY_URI": registry}
+
+    first = mlyard_json("run", QUICKSTART, env=as_mlflow_user)
+
+    assert first["state"] == "SUCCEEDED", first.get("error")
+    registered = MlflowClient(tracking_uri=runs_store, registry_uri=registry)
+    assert registered.get_model_version("digits-classifier", "1").name == "digits-classifier"
+    assert (
+        MlflowClient(tracking_uri=runs_store, registry_uri=runs_store).search_registered_models()
+        == []
+    )
+
+    server = start_server(
+        tmp_path, "registry", ["models:/digits-classifier/1"], {**os.environ, **as_mlflow_user}
+    )
+    try:
+        wait_ready(server)
+        metadata = httpx.get(f"{server.url}/v2/models/digits-classifier", timeout=10).json()
+        assert [(i["datatype"], i["shape"]) for i in metadata["inputs"]] == [("FP32", [-1, 64])]
+    finally:
+        stop_server(server)

@@ -139,6 +139,7 @@ def serve_command(
         model_uri=resolved.uri,
         model_flavor=resolved.flavor,
         tracking_uri=tracking_uri,
+        registry_uri=settings.registry_uri,
         host=host,
         port=port,
         grpc_port=grpc_port,

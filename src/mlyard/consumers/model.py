@@ -31,7 +31,7 @@ def load_model(settings: Settings, reference: str, device: str = "cpu") -> tuple
     uri = settings.tracking_uri or ""
     # MLflow resolves models:/ URIs with the global registry URI (its API ignores the argument).
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_registry_uri(settings.registry_uri or uri)
     model = load_servable_model(resolved, device=device)
     input_name = model.inputs[0].name if model.inputs else DEFAULT_INPUT_NAME
 

@@ -69,6 +69,9 @@ class ReplicaSpec(BaseModel):
     model_uri: str
     model_flavor: str
     tracking_uri: str
+    registry_uri: str | None = Field(
+        default=None, description="MLflow registry of the model; None: the tracking URI."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     grpc_port: int | None = Field(
@@ -179,7 +182,7 @@ def run_replica(spec: ReplicaSpec, sock: socket.socket) -> int:
     from mlyard.serving.model_loading import load_servable_model
 
     mlflow.set_tracking_uri(spec.tracking_uri)
-    mlflow.set_registry_uri(spec.tracking_uri)
+    mlflow.set_registry_uri(spec.registry_uri or spec.tracking_uri)
     resolved = ResolvedModel(
         name=spec.model_name,
         version=spec.model_version,
