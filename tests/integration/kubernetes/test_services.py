@@ -37,6 +37,24 @@ class Project:
     rows: list[list[float]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _room_for_replicas(core_api: Any) -> Iterator[None]:
+    """A roomier node: the default one has this machine's CPUs (2), and replicas of an earlier
+    test keep theirs through their termination grace period, which can leave a new replica
+    Pending for CPU as a real scheduler would."""
+    name = "services-node"
+    core_api.create_node(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name},
+            "status": {"capacity": {"cpu": "16", "memory": "32Gi", "pods": "110"}},
+        }
+    )
+    yield
+    core_api.delete_node(name)
+
+
 @pytest.fixture(scope="module")
 def project(
     tmp_path_factory: pytest.TempPathFactory,
