@@ -49,10 +49,11 @@ def test_a_local_server_is_listed_shown_and_stopped(tmp_path: Path) -> None:
         # The terminal still gets the output.
         assert "Serving Digits_Classifier version 1" in log.read_text()
 
-        twin = mlyard("serve", "models:/Digits_Classifier/1", "--port", str(free_port()),
-                      env=env, cwd=tmp_path)  # fmt: skip
-        assert twin.returncode != 0
-        assert "named 'digits-classifier' runs already" in twin.stderr
+        namesake = mlyard("serve", "models:/Digits_Classifier/1", "--port", str(free_port()),
+                          "--name", "digits-classifier", env=env, cwd=tmp_path)  # fmt: skip
+        assert namesake.returncode != 0
+        assert "named 'digits-classifier' runs already" in namesake.stderr
+        _a_second_unnamed_server_is_numbered(env, tmp_path)
 
         scale = mlyard("services", "scale", "digits-classifier", "3", env=env, cwd=tmp_path)
         assert scale.returncode != 0
@@ -65,6 +66,28 @@ def test_a_local_server_is_listed_shown_and_stopped(tmp_path: Path) -> None:
         missing = mlyard("services", "show", "digits-classifier", env=env, cwd=tmp_path)
         assert missing.returncode != 0
         assert "No service named 'digits-classifier' runs on this machine" in missing.stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _a_second_unnamed_server_is_numbered(env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "twin.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlyard.cli", "serve", "models:/Digits_Classifier/1",
+             "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+        wait_ready(Server(process, f"http://127.0.0.1:{port}", log))
+        listed = mlyard_json("services", "ls", env=env, cwd=tmp_path)
+        assert sorted(s["name"] for s in listed) == ["digits-classifier", "digits-classifier-2"]
+        stopped = mlyard_json("services", "stop", "digits-classifier-2", env=env, cwd=tmp_path)
+        assert stopped["exited"] is True
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -56,7 +56,12 @@ def register(app: typer.Typer) -> None:
             "Deployment of --replicas pods); default: here, in the foreground.",
         ),
         name: str | None = typer.Option(
-            None, "--name", help="The service's name (DNS-1123); default: MODEL-consumer."
+            None,
+            "--name",
+            help=(
+                "The service's name (DNS-1123); default: MODEL-consumer, numbered (-2, -3) "
+                "where one runs already on this machine."
+            ),
         ),
         dry_run: bool = typer.Option(
             False, "--dry-run", help="With a kubernetes --backend: print the manifests (YAML)."

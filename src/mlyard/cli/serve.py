@@ -92,7 +92,12 @@ def serve_command(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option(help="The service's name (DNS-1123); default: from the model's name."),
+        typer.Option(
+            help=(
+                "The service's name (DNS-1123); default: from the model's name, numbered "
+                "(-2, -3) where one runs already on this machine."
+            )
+        ),
     ] = None,
     dry_run: Annotated[
         bool,

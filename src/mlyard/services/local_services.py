@@ -27,6 +27,7 @@ from typing import IO
 import psutil
 from pydantic import BaseModel, Field
 
+from mlyard.backends.local.processes import is_alive, started_since_boot
 from mlyard.errors import ConfigError, NotFoundError
 from mlyard.models.services import ServiceKind, ServiceReplica, ServiceView
 from mlyard.settings import Settings
@@ -43,7 +44,7 @@ class LocalServiceRecord(BaseModel):
     kind: ServiceKind
     model: str
     pid: int
-    #: ``psutil.Process.create_time()``: with the pid, which process this is.
+    #: ``processes.started_since_boot(pid)``: with the pid, which process this is.
     pid_started: float
     replicas: int
     gpus: float = 0.0
@@ -53,14 +54,7 @@ class LocalServiceRecord(BaseModel):
 
     def alive(self) -> bool:
         """Whether the recorded process still runs (and is the same process)."""
-        try:
-            process = psutil.Process(self.pid)
-            started: float = process.create_time()
-            # An exited child its parent has not reaped yet is a zombie: gone all the same.
-            running = process.status() != psutil.STATUS_ZOMBIE
-            return running and abs(started - self.pid_started) < 1.0
-        except psutil.Error:
-            return False
+        return is_alive(self.pid, self.pid_started)
 
     def view(self) -> ServiceView:
         """As ``mlyard services`` shows it."""
@@ -133,6 +127,16 @@ def default_local_name(model: str, kind: ServiceKind) -> str:
     return default_service_name(base, kind)
 
 
+def _first_free(base: str, live: dict[str, LocalServiceRecord]) -> str:
+    """``base``, else ``base-2``, ``base-3``, …: the first name no running service has."""
+    if base not in live:
+        return base
+    number = 2
+    while f"{base}-{number}" in live:
+        number += 1
+    return f"{base}-{number}"
+
+
 @contextmanager
 def registered_service(
     settings: Settings,
@@ -146,16 +150,21 @@ def registered_service(
 ) -> Iterator[LocalServiceRecord | None]:
     """Record this process as a running service (and copy its output to the service's log)
     until the block ends. Inside a pod nothing is recorded: the cluster manages it there.
-    ``ConfigError`` when a service of that name runs already."""
+    Without ``name`` the model's name is used, numbered when a service has it already (two
+    ``mlyard consume`` processes of one model are two services); a ``name`` another service
+    has gives ``ConfigError``."""
     if os.environ.get(_IN_POD_VARIABLE):
         yield None
         return
     from mlyard.services.deployments import check_service_name
 
-    name = check_service_name(name or default_local_name(model, kind))
-    log = log_path(settings, name)
+    chosen = check_service_name(name) if name else None
     with _locked(settings) as directory:
-        running = _live_records(directory).get(name)
+        live = _live_records(directory)
+        # Like a container's generated name: another process, another name.
+        name = chosen or _first_free(default_local_name(model, kind), live)
+        log = log_path(settings, name)
+        running = live.get(name)
         if running is not None:
             raise ConfigError(
                 f"A {running.kind} service named {name!r} runs already on this machine "
@@ -168,7 +177,7 @@ def registered_service(
             kind=kind,
             model=model,
             pid=me.pid,
-            pid_started=me.create_time(),
+            pid_started=started_since_boot(me.pid),
             replicas=replicas,
             gpus=gpus,
             address=address,

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from mlyard.backends.local.gpu_allocator import GpuAllocator
@@ -28,6 +27,7 @@ from mlyard.backends.local.gpu_leases import (
     LeaseHolder,
     lease_file_of,
 )
+from mlyard.backends.local.processes import started_since_boot
 from mlyard.models.resources import Resources
 from mlyard.platform.gpu_inventory import GpuDevice
 
@@ -227,7 +227,7 @@ def test_a_lease_lasts_while_any_of_its_holders_runs(tmp_path: Path) -> None:
     lease_file = lease_file_of(tmp_path)
     step = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        running = LeaseHolder(step.pid, psutil.Process(step.pid).create_time())
+        running = LeaseHolder(step.pid, started_since_boot(step.pid))
         gone = LeaseHolder(2**22 + 1, 1.0)  # an orchestrator that was killed
         with FileLeases(lease_file).open() as leases:
             leases["step"] = HeldLease(GpuLease("step", (0,), 1.0, None), (gone, running))
@@ -244,7 +244,7 @@ def test_restore_and_hold_for_add_holders_to_the_shared_lease(tmp_path: Path) ->
     first = GpuAllocator([a10(0), a10(1)], lease_file=lease_file)
     lease = first.try_lease("step", Resources(gpus=1))
     assert lease is not None
-    step = LeaseHolder(os.getppid(), psutil.Process(os.getppid()).create_time())
+    step = LeaseHolder(os.getppid(), started_since_boot(os.getppid()))
     first.hold_for("step", step)
     restarted = GpuAllocator([a10(0), a10(1)], lease_file=lease_file)
     restarted.restore(lease, step)

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from mlyard.artifacts.store import ArtifactStore
@@ -21,6 +20,7 @@ from mlyard.backends.local.gpu_leases import (
     LeaseHolder,
     lease_file_of,
 )
+from mlyard.backends.local.processes import started_since_boot
 from mlyard.backends.registry import create_backend
 from mlyard.errors import ResourceError
 from mlyard.models.backends import JobState
@@ -137,7 +137,7 @@ def test_a_gpu_step_waiting_for_a_gpu_another_process_holds_names_that_process(
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         # `mlyard serve --gpus 1` in another process holds both GPUs of the machine.
-        holder = LeaseHolder(server.pid, psutil.Process(server.pid).create_time())
+        holder = LeaseHolder(server.pid, started_since_boot(server.pid))
         with FileLeases(lease_file_of(local.settings.home)).open() as leases:
             for index in (0, 1):
                 lease = GpuLease(f"serve-{index}", (index,), 1.0, None)

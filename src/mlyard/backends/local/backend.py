@@ -29,6 +29,7 @@ from mlyard.backends.local.processes import (
     StepProcess,
     find_process,
     is_alive,
+    seconds_since_start,
     start_process,
     stop_process_group,
 )
@@ -295,7 +296,7 @@ class LocalBackend(Backend):
                 )
                 self._finish(job, failed)
             return False
-        job.process = StepProcess(pid=pid, create_time=server.create_time(pid), fork_server=server)
+        job.process = StepProcess(pid=pid, started=server.started(pid), fork_server=server)
         job.forked_by = None
         self._hold_lease(job)
         self.jobs.write(job, "running")
@@ -345,9 +346,7 @@ class LocalBackend(Backend):
         """The step's process holds its GPU lease too, so the lease outlives a killed
         orchestrator for as long as the step runs on the devices."""
         if job.lease is not None and job.lease.device_indices and job.process is not None:
-            self.allocator.hold_for(
-                job.job_id, LeaseHolder(job.process.pid, job.process.create_time)
-            )
+            self.allocator.hold_for(job.job_id, LeaseHolder(job.process.pid, job.process.started))
 
     def _past_time_limit(self, job: LocalJob) -> bool:
         limit = job.resources.time_limit
@@ -411,9 +410,10 @@ class LocalBackend(Backend):
             return
         process: StepProcess | None = None
         pid = document.get("pid")
-        if pid is not None and "create_time" in document:
-            if is_alive(pid, document["create_time"]):
-                process = StepProcess(pid=pid, create_time=document["create_time"])
+        started = document.get("started", document.get("create_time"))  # the name until 2026-12
+        if pid is not None and started is not None:
+            if is_alive(pid, started):
+                process = StepProcess(pid=pid, started=started)
         elif pid is not None:
             process = find_process(pid)  # the step wrote its pid; the orchestrator had not yet
         if process is None:
@@ -421,7 +421,9 @@ class LocalBackend(Backend):
             self._finish(job, JobStatus(state=JobState.SUCCEEDED, reason="ended while detached"))
             return
         job.process = process
-        job.started_at = process.create_time or None
+        job.started_at = (
+            time.time() - seconds_since_start(process.started) if process.started else None
+        )
         lease_data = document.get("lease")
         if lease_data is not None:
             job.lease = GpuLease(
@@ -430,7 +432,7 @@ class LocalBackend(Backend):
                 share=lease_data["share"],
                 memory_bytes=lease_data["memory_bytes"],
             )
-            self.allocator.restore(job.lease, LeaseHolder(process.pid, process.create_time))
+            self.allocator.restore(job.lease, LeaseHolder(process.pid, process.started))
         self._running[job_id] = job
 
 

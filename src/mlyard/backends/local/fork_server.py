@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from mlyard.backends.local.processes import started_since_boot
+
 logger = logging.getLogger(__name__)
 
 #: How long to wait for the fork server to import its modules before falling back.
@@ -119,9 +121,10 @@ class ForkServer:
         with self._forked:
             return self._exits.get(pid)
 
-    def create_time(self, pid: int) -> float:
+    def started(self, pid: int) -> float:
+        """``started_since_boot(pid)`` of a forked step, 0 when it has already gone."""
         try:
-            return float(psutil.Process(pid).create_time())
+            return started_since_boot(pid)
         except psutil.Error:
             return 0.0
 

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
-from mlyard.backends.local.processes import is_alive
+from mlyard.backends.local.processes import is_alive, started_since_boot
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +68,8 @@ class LeaseHolder:
     """A process holding a lease: its pid and start time, so a reused pid is not mistaken."""
 
     pid: int
-    create_time: float
+    #: ``processes.started_since_boot(pid)``
+    started: float
 
     @classmethod
     def current(cls) -> LeaseHolder:
@@ -78,11 +77,11 @@ class LeaseHolder:
         pid = os.getpid()
         known = _CURRENT.get(pid)
         if known is None:  # keyed by pid: a forked child is a holder of its own
-            known = _CURRENT[pid] = cls(pid, psutil.Process(pid).create_time())
+            known = _CURRENT[pid] = cls(pid, started_since_boot(pid))
         return known
 
     def is_alive(self) -> bool:
-        return is_alive(self.pid, self.create_time)
+        return is_alive(self.pid, self.started)
 
 
 _CURRENT: dict[int, LeaseHolder] = {}
@@ -186,7 +185,7 @@ def _held_to_json(held: HeldLease) -> dict[str, Any]:
         "devices": list(held.lease.device_indices),
         "share": held.lease.share,
         "memory_bytes": held.lease.memory_bytes,
-        "holders": [{"pid": h.pid, "create_time": h.create_time} for h in held.holders],
+        "holders": [{"pid": h.pid, "started": h.started} for h in held.holders],
     }
 
 
@@ -198,6 +197,7 @@ def _held_from_json(lease_id: str, entry: dict[str, Any]) -> HeldLease:
         memory_bytes=None if entry["memory_bytes"] is None else int(entry["memory_bytes"]),
     )
     holders = tuple(
-        LeaseHolder(int(holder["pid"]), float(holder["create_time"])) for holder in entry["holders"]
+        LeaseHolder(int(holder["pid"]), float(holder.get("started", holder.get("create_time", 0))))
+        for holder in entry["holders"]
     )
     return HeldLease(lease, holders)

@@ -55,7 +55,7 @@ class LocalJob:
         }
         if self.process is not None:
             document["pid"] = self.process.pid
-            document["create_time"] = self.process.create_time
+            document["started"] = self.process.started
         if self.lease is not None:
             document["lease"] = {
                 "device_indices": list(self.lease.device_indices),

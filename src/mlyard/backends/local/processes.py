@@ -28,7 +28,8 @@ class StepProcess:
     """A running step: our own child (``popen``) or one adopted after an orchestrator restart."""
 
     pid: int
-    create_time: float
+    #: ``started_since_boot(pid)``: with the pid, which process this is.
+    started: float
     popen: subprocess.Popen[bytes] | None = None
     fork_server: ForkServer | None = None
 
@@ -47,7 +48,7 @@ class StepProcess:
             return self.popen.poll()
         if self.fork_server is not None and self.fork_server.alive:
             return self.fork_server.exit_code(self.pid)
-        return None if is_alive(self.pid, self.create_time) else -1
+        return None if is_alive(self.pid, self.started) else -1
 
 
 def start_process(
@@ -68,18 +69,51 @@ def start_process(
             close_fds=True,
         )
     try:
-        create_time = psutil.Process(popen.pid).create_time()
+        started = started_since_boot(popen.pid)
     except psutil.Error:
-        create_time = 0.0
-    return StepProcess(pid=popen.pid, create_time=create_time, popen=popen)
+        started = 0.0
+    return StepProcess(pid=popen.pid, started=started, popen=popen)
 
 
-def is_alive(pid: int, create_time: float) -> bool:
-    """True when ``pid`` is still the process started at ``create_time`` (pids get reused)."""
+#: Above this, a recorded start is epoch seconds (psutil's create_time(), as records written
+#: by mlyard before 2026-12 hold), not seconds since boot: no machine runs 31 years.
+_EPOCH_FLOOR = 1e9
+
+
+def started_since_boot(pid: int) -> float:
+    """When ``pid`` started, in seconds since boot; raises psutil.NoSuchProcess if it is gone.
+
+    With the pid it names one process: pids get reused. Not psutil's create_time(), which adds
+    the boot time as the wall clock now implies it: that moves whenever the clock is stepped
+    (NTP, a VM resumed from a snapshot), and a live process would then look like another one.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(pid) from None
+    except OSError:  # no procfs (macOS): the wall-clock start is all there is
+        return float(psutil.Process(pid).create_time())
+    return int(fields[19]) / _CLOCK_TICKS  # field 22, starttime, in clock ticks
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def seconds_since_start(started: float) -> float:
+    """How long ago a process that started at ``started`` (``started_since_boot``) started."""
+    if started > _EPOCH_FLOOR or not hasattr(time, "CLOCK_BOOTTIME"):
+        return time.time() - started
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+
+
+def is_alive(pid: int, started: float) -> bool:
+    """True when ``pid`` is still the process that started at ``started`` (0: any process)."""
     try:
         process = psutil.Process(pid)
-        if create_time and abs(process.create_time() - create_time) > 1.0:
-            return False
+        if started:
+            now = process.create_time() if started > _EPOCH_FLOOR else started_since_boot(pid)
+            if abs(now - started) > 1.0:
+                return False
         return bool(process.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
@@ -91,7 +125,7 @@ def find_process(pid: int) -> StepProcess | None:
         process = psutil.Process(pid)
         if process.name() != STEP_PROCESS_NAME or process.status() == psutil.STATUS_ZOMBIE:
             return None
-        return StepProcess(pid=pid, create_time=process.create_time())
+        return StepProcess(pid=pid, started=started_since_boot(pid))
     except (OSError, ValueError, psutil.Error):
         return None
 
@@ -107,7 +141,7 @@ def step_processes() -> list[psutil.Process]:
 
 def stop_process_group(step: StepProcess, grace: float = TERMINATE_GRACE_SECONDS) -> None:
     """SIGTERM the step's process group, then SIGKILL what is left; waits until it is gone."""
-    if not is_alive(step.pid, step.create_time):
+    if not is_alive(step.pid, step.started):
         if step.popen is not None:
             step.popen.poll()
         return
@@ -116,7 +150,7 @@ def stop_process_group(step: StepProcess, grace: float = TERMINATE_GRACE_SECONDS
     while time.monotonic() < deadline:
         if step.popen is not None and step.popen.poll() is not None:
             break
-        if step.popen is None and not is_alive(step.pid, step.create_time):
+        if step.popen is None and not is_alive(step.pid, step.started):
             break
         time.sleep(0.02)
     _signal_group(step.pid, signal.SIGKILL)
