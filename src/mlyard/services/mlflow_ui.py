@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from mlyard.errors import ConfigError, TrackingError
 from mlyard.settings import Settings
-from mlyard.tracking.mlflow_tracker import embedded_artifact_root, is_http_uri, sqlite_path
+from mlyard.tracking.mlflow_store import embedded_artifact_root, is_http_uri, sqlite_path
 
 DEFAULT_UI_PORT = 5000
 LOOPBACK_HOST = "127.0.0.1"

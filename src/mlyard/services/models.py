@@ -16,14 +16,12 @@ from typing import Any
 from mlyard.errors import ConfigError, NotFoundError, TrackingError
 from mlyard.models.registry import ModelDetails, ModelSummary, ModelVersionInfo, ResolvedModel
 from mlyard.settings import Settings
+from mlyard.tracking.mlflow_store import is_http_uri, mlflow_client, sqlite_path
 from mlyard.tracking.mlflow_tracker import (
     FLAVOR_TAG,
     RUN_ID_TAG,
     STEP_TAG,
     MlflowTracker,
-    is_http_uri,
-    mlflow_client,
-    sqlite_path,
 )
 
 REFERENCE_FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME or runs:/RUN_ID/PATH"
