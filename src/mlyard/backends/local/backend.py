@@ -8,12 +8,10 @@ orchestrator re-attaches to steps that kept running instead of starting them aga
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -21,21 +19,20 @@ import psutil
 from mlyard.artifacts.store import ArtifactStore
 from mlyard.backends.base import Backend, Capability, Capacity, SubmittedTask
 from mlyard.backends.local import fork_server
-from mlyard.backends.local.gpu_allocator import GpuAllocator, GpuLease
+from mlyard.backends.local.capacity import check_machine_holds, pending_reason
+from mlyard.backends.local.gpu_allocator import GpuAllocator
 from mlyard.backends.local.gpu_leases import LeaseHolder, lease_file_of
-from mlyard.backends.local.jobs import JobFiles, LocalJob
+from mlyard.backends.local.jobs import JobFiles, LocalJob, lease_of, running_process
 from mlyard.backends.local.preloads import libraries_to_preload
 from mlyard.backends.local.processes import (
     StepProcess,
-    find_process,
-    is_alive,
     seconds_since_start,
     start_process,
     stop_process_group,
 )
-from mlyard.errors import ConfigError, ResourceError
+from mlyard.errors import ConfigError
 from mlyard.models.backends import JobHandle, JobState, JobStatus
-from mlyard.models.resources import Resources, format_duration, format_size, parse_size
+from mlyard.models.resources import Resources, format_duration, parse_size
 from mlyard.platform.gpu_inventory import discover_gpus
 from mlyard.runtime.announce import JOB_JOURNAL_VARIABLE
 from mlyard.settings import BackendProfile, Settings
@@ -170,23 +167,7 @@ class LocalBackend(Backend):
             time.sleep(0.2)
 
     def _check_resources(self, resources: Resources) -> None:
-        if resources.launcher == "torchrun" and importlib.util.find_spec("torch") is None:
-            raise ResourceError(
-                "The step asks for launcher='torchrun', but PyTorch is not installed in the "
-                f"environment that runs local steps ({sys.executable}).",
-                hint="Install torch there (pip install torch), or drop launcher='torchrun'.",
-            )
-        if resources.cpus > self.total_cpus:
-            raise ResourceError(
-                f"The step asks for {resources.cpus:g} CPUs; this machine has {self.total_cpus:g}.",
-                hint="Lower Resources(cpus=...) or run on a bigger backend (--backend NAME).",
-            )
-        if resources.memory and resources.memory > self.total_memory:
-            raise ResourceError(
-                f"The step asks for {format_size(resources.memory)} of memory; this machine "
-                f"has {format_size(self.total_memory)}.",
-                hint="Lower Resources(memory=...) or run on a bigger backend (--backend NAME).",
-            )
+        check_machine_holds(resources, self.total_cpus, self.total_memory)
         self.allocator.check_satisfiable(resources)
 
     def wait_for_change(self, timeout: float) -> None:
@@ -375,17 +356,8 @@ class LocalBackend(Backend):
         return JobStatus(state=JobState.LOST, reason="the local backend does not know this job")
 
     def _pending_reason(self, job: LocalJob) -> str:
-        wants = [f"{job.resources.cpus:g} CPU"]
-        if job.resources.memory:
-            wants.append(format_size(job.resources.memory))
-        if job.resources.gpus:
-            wants.append(f"{job.resources.gpus:g} GPU")
-        reason = "waiting for " + ", ".join(wants)
         others = self.allocator.other_holders() if job.resources.gpus else []
-        if others:
-            pids = ", ".join(str(pid) for pid in others)
-            reason += f" (GPUs also leased by other mlyard processes: pid {pids})"
-        return reason
+        return pending_reason(job.resources, others)
 
     # --- re-attachment -----------------------------------------------------------------
 
@@ -394,13 +366,7 @@ class LocalBackend(Backend):
         document = self.jobs.read(job_id)
         if document is None:
             return
-        job = LocalJob(
-            job_id=job_id,
-            task_uri=document["task_uri"],
-            resources=Resources.model_validate(document["resources"]),
-            environment=document.get("environment", {}),
-            log_path=Path(document["log_path"]),
-        )
+        job = LocalJob.from_document(job_id, document)
         phase = document["phase"]
         if phase == "ended":
             self._finished[job_id] = JobStatus.model_validate(document["status"])
@@ -408,14 +374,7 @@ class LocalBackend(Backend):
         if phase == "queued":
             self._queued[job_id] = job
             return
-        process: StepProcess | None = None
-        pid = document.get("pid")
-        started = document.get("started", document.get("create_time"))  # the name until 2026-12
-        if pid is not None and started is not None:
-            if is_alive(pid, started):
-                process = StepProcess(pid=pid, started=started)
-        elif pid is not None:
-            process = find_process(pid)  # the step wrote its pid; the orchestrator had not yet
+        process = running_process(document)
         if process is None:
             # It ended while nobody watched; its result document (if any) tells how.
             self._finish(job, JobStatus(state=JobState.SUCCEEDED, reason="ended while detached"))
@@ -424,14 +383,8 @@ class LocalBackend(Backend):
         job.started_at = (
             time.time() - seconds_since_start(process.started) if process.started else None
         )
-        lease_data = document.get("lease")
-        if lease_data is not None:
-            job.lease = GpuLease(
-                lease_id=job_id,
-                device_indices=tuple(lease_data["device_indices"]),
-                share=lease_data["share"],
-                memory_bytes=lease_data["memory_bytes"],
-            )
+        job.lease = lease_of(job_id, document)
+        if job.lease is not None:
             self.allocator.restore(job.lease, LeaseHolder(process.pid, process.started))
         self._running[job_id] = job
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlyard.backends.local import fork_server
 from mlyard.backends.local.gpu_allocator import GpuLease
-from mlyard.backends.local.processes import StepProcess
+from mlyard.backends.local.processes import StepProcess, find_process, is_alive
 from mlyard.models.backends import JobStatus
 from mlyard.models.resources import Resources
 from mlyard.runtime.announce import append_to_journal
@@ -44,6 +44,17 @@ class LocalJob:
     #: Stopped by this backend for running past Resources.time_limit.
     timed_out: bool = False
 
+    @classmethod
+    def from_document(cls, job_id: str, document: dict[str, Any]) -> LocalJob:
+        """The job as its journal describes it (process and lease not yet looked at)."""
+        return cls(
+            job_id=job_id,
+            task_uri=document["task_uri"],
+            resources=Resources.model_validate(document["resources"]),
+            environment=document.get("environment", {}),
+            log_path=Path(document["log_path"]),
+        )
+
     def state_document(self, phase: str, status: JobStatus | None = None) -> dict[str, Any]:
         """What a restarted orchestrator needs to know about the job in ``phase``."""
         document: dict[str, Any] = {
@@ -65,6 +76,30 @@ class LocalJob:
         if status is not None:
             document["status"] = status.model_dump(mode="json")
         return document
+
+
+def running_process(document: dict[str, Any]) -> StepProcess | None:
+    """The journal's step process if it still runs (``None``: it ended while nobody watched)."""
+    pid = document.get("pid")
+    started = document.get("started", document.get("create_time"))  # the name until 2026-12
+    if pid is not None and started is not None:
+        return StepProcess(pid=pid, started=started) if is_alive(pid, started) else None
+    if pid is not None:
+        return find_process(pid)  # the step wrote its pid; the orchestrator had not yet
+    return None
+
+
+def lease_of(job_id: str, document: dict[str, Any]) -> GpuLease | None:
+    """The GPU lease the journal records for the job, if any."""
+    lease = document.get("lease")
+    if lease is None:
+        return None
+    return GpuLease(
+        lease_id=job_id,
+        device_indices=tuple(lease["device_indices"]),
+        share=lease["share"],
+        memory_bytes=lease["memory_bytes"],
+    )
 
 
 class JobFiles:
