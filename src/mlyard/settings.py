@@ -10,10 +10,11 @@ variables, tokens from the environment.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_settings import (
@@ -27,6 +28,8 @@ from mlyard.errors import ConfigError
 
 PROJECT_CONFIG_NAME = "mlyard.toml"
 LOCAL_BACKEND_NAME = "local"
+#: A backend's own model of the fields of its profiles (``SlurmProfile``, ...).
+ProfileFields = TypeVar("ProfileFields", bound=BaseModel)
 
 
 def default_home() -> Path:
@@ -118,6 +121,20 @@ class BackendProfile(BaseModel):
 
     type: str = Field(description="local, slurm, kubernetes or ray.")
     costs: CostRates = Field(default_factory=CostRates)
+
+    # builtins.type: the field ``type`` hides the builtin inside the class.
+    def fields_as(self, model: builtins.type[ProfileFields], name: str) -> ProfileFields:
+        """The profile's own fields (all but ``type`` and ``costs``) validated by the backend's
+        ``model``; ``ConfigError`` naming each field that is wrong, and the known ones."""
+        try:
+            return model.model_validate(self.model_extra or {})
+        except ValidationError as exc:
+            raise ConfigError(
+                f"Backend {name!r} ({self.type}) is not configured right: "
+                f"{_describe_validation_error(exc, whole='profile')}.",
+                hint=f"Fix [backends.{name}] in mlyard.toml. Known fields: "
+                f"{', '.join(model.model_fields)}, costs.",
+            ) from exc
 
 
 class Settings(BaseSettings):
@@ -224,9 +241,11 @@ def load_settings(project_dir: Path | None = None, **overrides: Any) -> Settings
     return settings
 
 
-def _describe_validation_error(exc: ValidationError) -> str:
+def _describe_validation_error(exc: ValidationError, whole: str = "") -> str:
+    """Each error as ``location: message``; ``whole`` names the location of an error about
+    the whole model (a model validator's)."""
     parts = []
     for error in exc.errors():
-        location = ".".join(str(p) for p in error["loc"])
+        location = ".".join(str(p) for p in error["loc"]) or whole
         parts.append(f"{location}: {error['msg']}")
     return "; ".join(parts)

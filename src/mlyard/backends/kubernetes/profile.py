@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlyard.errors import ConfigError
 from mlyard.models.resources import Seconds
 from mlyard.settings import BackendProfile
 
@@ -160,15 +159,4 @@ class KubernetesProfile(BaseModel):
 
 def load_kubernetes_profile(name: str, profile: BackendProfile) -> KubernetesProfile:
     """Validate a profile's extra fields; ``ConfigError`` naming the field that is wrong."""
-    try:
-        return KubernetesProfile.model_validate(profile.model_extra or {})
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "profile"
-            problems.append(f"{field}: {error['msg']}")
-        raise ConfigError(
-            f"Backend {name!r} (kubernetes) is not configured right: {'; '.join(problems)}.",
-            hint=f"Fix [backends.{name}] in mlyard.toml. Known fields: "
-            f"{', '.join(KubernetesProfile.model_fields)}, costs.",
-        ) from exc
+    return profile.fields_as(KubernetesProfile, name)

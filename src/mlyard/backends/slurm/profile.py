@@ -11,12 +11,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from mlyard.errors import ConfigError
 from mlyard.models.resources import parse_size
 from mlyard.settings import BackendProfile
 
@@ -148,15 +146,4 @@ class SlurmProfile(BaseModel):
 
 def load_slurm_profile(name: str, profile: BackendProfile) -> SlurmProfile:
     """Validate a profile's extra fields; ``ConfigError`` naming the field that is wrong."""
-    try:
-        return SlurmProfile.model_validate(profile.model_extra or {})
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "profile"
-            problems.append(f"{field}: {error['msg']}")
-        raise ConfigError(
-            f"Backend {name!r} (slurm) is not configured right: {'; '.join(problems)}.",
-            hint=f"Fix [backends.{name}] in mlyard.toml. Known fields: "
-            f"{', '.join(SlurmProfile.model_fields)}, costs.",
-        ) from exc
+    return profile.fields_as(SlurmProfile, name)

@@ -43,6 +43,18 @@ def test_bad_values_name_their_field(fields: dict[str, object], named: str) -> N
     assert named in refused.value.message
 
 
+def test_an_error_of_the_whole_profile_is_named_so_and_the_fields_are_listed() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_slurm_profile("hpc", profile())
+    assert refused.value.message.startswith(
+        "Backend 'hpc' (slurm) is not configured right: profile: Value error, host is required"
+    )
+    assert refused.value.hint is not None
+    assert refused.value.hint.startswith(
+        "Fix [backends.hpc] in mlyard.toml. Known fields: host, port"
+    )
+
+
 def test_login_node_local_needs_no_host() -> None:
     assert load_slurm_profile("hpc", profile(login_node_local=True)).host is None
 
