@@ -4,7 +4,10 @@ The model is resolved here, once, to ``models:/NAME/VERSION``, so every replica 
 version however the alias moves later. The pods run the same command as a workstation does,
 bound to the pod's IP; a server's token is random unless given, kept in a Secret, shown once
 and written to ``MLYARD_HOME/services/NAME.token`` (0600). The backend must declare
-``Capability.SERVICES``; the cluster side lives in ``backends/kubernetes/services.py``.
+``Capability.SERVICES``; the cluster side lives in ``backends/kubernetes/services.py`` (the
+operations) and ``service_manifests.py`` (the objects). URLs that carry credentials (the
+broker URLs of a consumer, a tracking URI with a password) are passed on as they are: the
+manifests move them into the service's credentials Secret, never into the Deployment.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from mlyard.models.services import ServiceKind, ServiceView
 from mlyard.settings import Settings
 
 if TYPE_CHECKING:
-    from mlyard.backends.kubernetes.services import KubernetesServices, ServiceSpec
+    from mlyard.backends.kubernetes.service_manifests import ServiceSpec
+    from mlyard.backends.kubernetes.services import KubernetesServices
 
 #: A service's name: a DNS-1123 label (it names a Deployment, a Service and their pods).
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,51}[a-z0-9])?$")
@@ -140,10 +144,14 @@ def cluster_services(
 
 
 def _environment(settings: Settings) -> dict[str, str]:
-    """What the pods need to find the registry and the objects messages name."""
+    """What the pods need to find the registry and the objects messages name (values with
+    credentials end up in the service's Secret, see ``service_manifests.split_credentials``)."""
     environment: dict[str, str] = {}
     if settings.tracking_uri:
         environment["MLYARD_TRACKING__URI"] = settings.tracking_uri
+    # The pods load models from the registry, which may be another store than the runs'.
+    if settings.registry_uri and settings.registry_uri != settings.tracking_uri:
+        environment["MLYARD_TRACKING__REGISTRY_URI"] = settings.registry_uri
     storage = settings.storage
     if storage.artifacts:
         environment["MLYARD_STORAGE__ARTIFACTS"] = storage.artifacts
@@ -156,7 +164,7 @@ def _environment(settings: Settings) -> dict[str, str]:
 
 def server_spec(settings: Settings, options: ServerOptions, name: str | None) -> ServiceSpec:
     """The cluster service of ``mlyard serve``: one server per pod, ``--replicas`` pods."""
-    from mlyard.backends.kubernetes.services import POD_IP_VARIABLE, ServiceSpec
+    from mlyard.backends.kubernetes.service_manifests import POD_IP_VARIABLE, ServiceSpec
     from mlyard.services.models import resolve_model_uri
 
     resolved = resolve_model_uri(settings, options.model)
@@ -197,7 +205,11 @@ def consumer_spec(settings: Settings, config: ConsumerOptions, name: str | None)
     Probes: the worker starts its metrics endpoint only after the model is loaded and the
     broker connections are open, so an answer on ``/metrics`` means ready; it keeps answering
     while the process runs, which is what liveness can see without a worker heartbeat."""
-    from mlyard.backends.kubernetes.services import POD_IP_VARIABLE, POD_NAME_VARIABLE, ServiceSpec
+    from mlyard.backends.kubernetes.service_manifests import (
+        POD_IP_VARIABLE,
+        POD_NAME_VARIABLE,
+        ServiceSpec,
+    )
 
     model_uri, model_name = config.model, "noop"
     if config.model != NOOP_MODEL:
@@ -238,19 +250,15 @@ def consumer_spec(settings: Settings, config: ConsumerOptions, name: str | None)
 
 
 def render_service(settings: Settings, backend_name: str, spec: ServiceSpec) -> str:
-    """The manifests as YAML documents, made without reaching the cluster."""
+    """The manifests as YAML documents, made without reaching the cluster. The Secrets are
+    not among them: a note says how to create them, with every password shown as ``***``."""
     import yaml
+
+    from mlyard.backends.kubernetes.service_manifests import secrets_note
 
     with cluster_services(settings, backend_name, f"run a {spec.kind} service") as services:
         manifests = services.manifests(spec, offline=True)
-    note = ""
-    if spec.uses_token:
-        note = (
-            f"# The pods read the serving token from Secret {spec.token_secret} (key 'token'),\n"
-            "# which `mlyard serve --backend` creates; applying these yourself, create it first:\n"
-            f"#   kubectl -n {manifests[0]['metadata']['namespace']} create secret generic "
-            f"{spec.token_secret} --from-literal=token=$(openssl rand -hex 32)\n"
-        )
+    note = secrets_note(spec, manifests[0]["metadata"]["namespace"])
     text: str = yaml.safe_dump_all(manifests, sort_keys=False)
     return note + text
 
