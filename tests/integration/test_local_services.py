@@ -1,6 +1,7 @@
 """``mlyard services`` on this machine: a real ``mlyard serve`` in the foreground of another
 process is listed, shown, its log read, its scale refused with the fix, and stopped (SIGTERM,
-it drains and exits 0); its record goes with it, and a dead process's record is cleaned."""
+it drains and exits 0) while ``logs -f`` prints its shutdown and ends with it; its record
+goes with it, and a dead process's record is cleaned."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ def test_a_local_server_is_listed_shown_and_stopped(tmp_path: Path) -> None:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlyard.cli", "serve", "models:/Digits_Classifier/1",
-             "--port", str(port), "--replicas", "2"],
+             "--port", str(port), "--replicas", "2", "--log-level", "info"],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
     server = Server(process, f"http://127.0.0.1:{port}", log)
@@ -59,9 +61,14 @@ def test_a_local_server_is_listed_shown_and_stopped(tmp_path: Path) -> None:
         assert scale.returncode != 0
         assert "--replicas N" in scale.stderr and "Traceback" not in scale.stderr
 
+        follower = _follow(env, tmp_path)
         stopped = mlyard_json("services", "stop", "digits-classifier", env=env, cwd=tmp_path)
         assert stopped["exited"] is True
         assert process.wait(timeout=30) == 0  # drained
+        # The follower printed the lines of the shutdown and ended with the service.
+        assert follower.wait(timeout=30) == 0
+        followed = (tmp_path / "follow.out").read_text()
+        assert followed.count("Shutting down") == 2, followed  # both replicas
         assert mlyard_json("services", "ls", env=env, cwd=tmp_path) == []
         missing = mlyard("services", "show", "digits-classifier", env=env, cwd=tmp_path)
         assert missing.returncode != 0
@@ -70,6 +77,22 @@ def test_a_local_server_is_listed_shown_and_stopped(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _follow(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[bytes]:
+    """``services logs -f`` of the running server, once it has printed the lines so far."""
+    out = tmp_path / "follow.out"
+    with out.open("wb") as file:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "mlyard.cli", "services", "logs", "digits-classifier", "-f"],
+            env={**os.environ, **env}, stdout=file, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "Serving Digits_Classifier version 1" not in out.read_text():
+        assert time.monotonic() < deadline and follower.poll() is None, out.read_text()
+        time.sleep(0.1)
+    assert "Shutting down" not in out.read_text()
+    return follower
 
 
 def _a_second_unnamed_server_is_numbered(env: dict[str, str], tmp_path: Path) -> None:

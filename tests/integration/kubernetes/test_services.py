@@ -9,6 +9,8 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -298,6 +300,53 @@ def test_stop_deletes_the_deployment_service_and_secret(project: Project, core_a
     missing = _cli(project, "services", "show", "short-lived", "--backend", BACKEND)
     assert missing.returncode != 0
     assert "runs no service 'short-lived'" in missing.stdout + missing.stderr
+
+
+def test_logs_follow_prints_new_lines_until_the_service_ends(
+    project: Project, tmp_path: Path
+) -> None:
+    """``services logs -f`` streams what the pod writes after the command started (uvicorn's
+    shutdown lines, at --log-level info) and ends by itself when the pod's container ends."""
+    name = "followed"
+    done = _cli(
+        project, "serve", "models:/Digits_Classifier/1", "--backend", BACKEND, "--name", name,
+        "--log-level", "info",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    followed = tmp_path / "follow.out"
+    try:
+        (pod,) = _wait_for(project, name, lambda s: s["ready"] == 1)["pods"]
+        with followed.open("w") as out:
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "mlyard.cli", "services", "logs", name, "-f",
+                 "--backend", BACKEND],
+                cwd=project.directory, env={**os.environ, **project.env}, stdout=out,
+                stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+        try:
+            _until(lambda: f"[{pod['name']}] Serving Digits_Classifier" in followed.read_text())
+            assert "Shutting down" not in followed.read_text()
+            assert follower.poll() is None  # still following the running pod
+            stopped = _cli(project, "services", "stop", name, "--backend", BACKEND)
+            assert stopped.returncode == 0, stopped.stderr
+            assert follower.wait(timeout=90) == 0, followed.read_text()
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+    finally:
+        _cli(project, "services", "stop", name, "--backend", BACKEND)
+    lines = followed.read_text().splitlines()
+    shutdown = [line for line in lines if "Shutting down" in line]
+    assert shutdown and all(line.startswith(f"[{pod['name']}] ") for line in shutdown), lines[-20:]
+    assert "Traceback" not in followed.read_text()
+
+
+def _until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def test_dry_run_prints_valid_manifests_and_creates_nothing(
