@@ -263,6 +263,8 @@ def test_a_model_uri_with_credentials_is_redacted_in_the_annotations() -> None:
         ({"gpu_sharing": "time-slicing", "shared_gpu_resource": "nvidia.com/gpu.shared"}, 0.5,
          {"nvidia.com/gpu.shared": "2"}),
         ({"gpu_sharing": "nvshare"}, 0.25, {"nvshare.com/gpu": "1"}),
+        ({"gpu_sharing": "hami"}, 0.5, {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "50",
+                                        "nvidia.com/gpumem-percentage": "50"}),
         ({"gpu_sharing": "mig", "mig_profiles": ["1g.10gb", "3g.40gb", "7g.80gb"]}, 0.4,
          {"nvidia.com/mig-3g.40gb": "1"}),
     ],
