@@ -117,7 +117,9 @@ def _run_replicas(config: ConsumerConfig, environments: list[dict[str, str]]) ->
 
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_replica_main, args=(config, index, environments[index]))
+        context.Process(
+            target=_replica_main, args=(config, index, environments[index], os.getpid())
+        )
         for index in range(config.replicas)
     ]
 
@@ -143,11 +145,16 @@ def _run_replicas(config: ConsumerConfig, environments: list[dict[str, str]]) ->
     return max((abs(p.exitcode or 0) for p in processes), default=0)
 
 
-def _replica_main(config: ConsumerConfig, index: int, environment: dict[str, str]) -> None:
+def _replica_main(
+    config: ConsumerConfig, index: int, environment: dict[str, str], supervisor: int
+) -> None:
     """A replica process: an ``MlyardError`` becomes its message on stderr and exit code 1."""
     import sys
 
+    from mlyard.platform.supervision import stop_when_orphaned
+
     try:
+        stop_when_orphaned(supervisor)  # SIGTERM before the worker's handler: nothing in hand
         run_worker(config, index, environment)
     except MlyardError as error:
         hint = f"\n{error.hint}" if error.hint else ""

@@ -20,7 +20,6 @@ from mlyard.errors import BackendError
 from mlyard.models.backends import JobState, JobStatus
 from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, StepState
-from mlyard.models.tasks import TrackingTarget
 from mlyard.orchestration.attempts import AttemptLauncher, AttemptOutcome, read_outcome
 from mlyard.orchestration.run_state import (
     StepRecord,
@@ -29,8 +28,7 @@ from mlyard.orchestration.run_state import (
     run_outcome,
     write_through,
 )
-from mlyard.orchestration.step_tracking import FinishedStep, StepTracking
-from mlyard.orchestration.tracking_worker import TrackingWorker
+from mlyard.orchestration.run_tracking import TRACKING_DRAIN_SECONDS, RunTracking
 from mlyard.store.repository import MetadataStore, RunRow, as_utc, utcnow
 from mlyard.tracking.base import Tracker
 
@@ -39,10 +37,6 @@ logger = logging.getLogger(__name__)
 #: Infrastructure failures (preemption, node failure, a lost job) retried per step, on top of
 #: the step's own retries.
 MAX_INFRASTRUCTURE_RETRIES = 3
-#: How long the run's end waits for MLflow to take the last steps, and after how long it says
-#: that it is waiting. What is left is sent by ``mlyard runs resume``.
-TRACKING_DRAIN_SECONDS = 120.0
-TRACKING_SLOW_NOTICE_SECONDS = 5.0
 HEARTBEAT_SECONDS = 1.0
 #: How long the orchestrator keeps retrying a backend it cannot reach before it gives up (the
 #: run stays resumable: its jobs keep running).
@@ -85,8 +79,14 @@ class Orchestrator:
     def execute(self, run_id: str) -> RunRow:
         """Run (or continue) ``run_id`` until every step is terminal; Ctrl-C cancels it."""
         self._load(run_id)
-        self.tracking = StepTracking(self.tracker, self.metadata, self.artifacts, self.warnings)
-        self.tracking_worker = TrackingWorker(self.tracking, self.run)
+        self.tracking = RunTracking(
+            tracker=self.tracker,
+            metadata=self.metadata,
+            artifacts=self.artifacts,
+            run=self.run,
+            warnings=self.warnings,
+            drain_seconds=self.tracking_drain_seconds,
+        )
         self.launcher = AttemptLauncher(self.metadata, self.artifacts, self.backend, self.run)
         write_through(
             self.metadata,
@@ -100,45 +100,16 @@ class Orchestrator:
             error=None,
         )
         if self.live_tracking:
-            self._prepare_live_tracking()
-        self._replay_untracked()
+            self.launcher.tracking_target = self.tracking.live_target()
+        self.tracking.replay_untracked(self.steps.values())
         try:
             self._loop()
         except KeyboardInterrupt:
             self._cancel_everything("interrupted (Ctrl-C)")
             raise
         finally:
-            self.tracking_worker.close()
+            self.tracking.close()
         return self.run
-
-    def _prepare_live_tracking(self) -> None:
-        """Steps that can reach MLflow log live into nested runs of the parent made here."""
-        self.tracking.start_run(self.run)
-        experiment = getattr(self.tracker, "experiment_id", None)
-        if self.run.mlflow_run_id is None or experiment is None:
-            return
-        self.launcher.tracking_target = TrackingTarget(
-            uri=getattr(self.tracker, "uri", None),
-            experiment_id=experiment(),
-            run_id=self.run.mlflow_run_id,
-            live=True,
-        )
-
-    def _replay_untracked(self) -> None:
-        """Steps that ended while MLflow was not yet told (a killed orchestrator): tell it now."""
-        for record in self.steps.values():
-            attempt = record.current_attempt
-            if (
-                record.state in (StepState.SUCCEEDED, StepState.FAILED)
-                and attempt is not None
-                and not attempt.tracked
-            ):
-                status = JobStatus(state=JobState.SUCCEEDED)
-                outcome = read_outcome(self.artifacts, attempt, status)
-                self.tracking_worker.record(FinishedStep(record, outcome, replayed=True))
-
-    def _track(self, record: StepRecord, outcome: AttemptOutcome) -> None:
-        self.tracking_worker.record(FinishedStep(record, outcome))
 
     def _load(self, run_id: str) -> None:
         self.run = self.metadata.get_run(run_id)
@@ -244,7 +215,7 @@ class Orchestrator:
         for record in self._open:
             attempt = record.current_attempt
             if record.state == StepState.QUEUED and attempt is not None and attempt.handle is None:
-                self.tracking_worker.prepare()
+                self.tracking.prepare()
                 refused = self.launcher.submit_persisted(record)
                 if refused is not None:
                     self._record_outcome(record, refused)
@@ -284,7 +255,7 @@ class Orchestrator:
         assert attempt is not None
         if outcome.succeeded:
             self.launcher.record_success(record, outcome)
-            self._track(record, outcome)
+            self.tracking.record(record, outcome)
             return
         if outcome.cancelled:
             self.launcher.record_failure(record, outcome, StepState.CANCELLED)
@@ -305,7 +276,7 @@ class Orchestrator:
             self.launcher.record_retry(record, outcome, failures=row.failures + 1, delay=delay)
         else:
             self.launcher.record_failure(record, outcome, StepState.FAILED)
-            self._track(record, outcome)
+            self.tracking.record(record, outcome)
 
     # --- scheduling ----------------------------------------------------------------------
 
@@ -340,7 +311,7 @@ class Orchestrator:
                 continue
             # MLflow's start-up runs on the tracking thread while the steps do: only a run
             # that executes something needs it.
-            self.tracking_worker.prepare()
+            self.tracking.prepare()
             refused = self.launcher.submit_new(record, self.steps)
             if refused is not None:
                 self._record_outcome(record, refused)
@@ -351,38 +322,8 @@ class Orchestrator:
 
     def _finish_run(self) -> None:
         final, error = run_outcome(self.steps.values())
-        self._wait_for_tracking(final)
+        self.tracking.finish(final, self.steps.values())
         write_through(self.metadata, self.run, state=final.value, finished_at=utcnow(), error=error)
-
-    def _wait_for_tracking(self, final: RunState) -> None:
-        """The run's end waits for the tracker to take the last steps and close the parent
-        run, but not forever: a slow or unreachable MLflow gets a warning, and what it did
-        not take is sent by ``mlyard runs resume``."""
-        worker = self.tracking_worker
-        cached = {
-            record.node.name: record.row.cached_from_step_run_id
-            for record in self.steps.values()
-            if record.state == StepState.CACHED and record.row.cached_from_step_run_id
-        }
-        worker.finish_run(final, cached)
-        notice = min(TRACKING_SLOW_NOTICE_SECONDS, self.tracking_drain_seconds)
-        if worker.wait_idle(notice):
-            return
-        where = getattr(self.tracker, "uri", "the tracking store")
-        logger.warning(
-            "waiting up to %g s for MLflow at %s to take the last %d step(s)",
-            self.tracking_drain_seconds,
-            where,
-            worker.unsent_steps,
-        )
-        if worker.wait_idle(self.tracking_drain_seconds - notice):
-            return
-        self.warnings.append(
-            f"MLflow at {where} did not take the last {worker.unsent_steps} step(s) within "
-            f"{self.tracking_drain_seconds:g} s (slow or unreachable). Their metrics are in "
-            f"mlyard's store; `mlyard runs resume {self.run.id}` sends them to MLflow."
-        )
-        logger.warning(self.warnings[-1])
 
     def _cancel_everything(self, reason: str) -> None:
         # A second Ctrl-C must not interrupt the cleanup and leave step processes behind.
@@ -417,7 +358,7 @@ class Orchestrator:
                 finished_at=utcnow(),
                 error=f"Run {reason}.",
             )
-            self._wait_for_tracking(RunState.CANCELLED)
+            self.tracking.finish(RunState.CANCELLED, self.steps.values())
             self._notify()
         finally:
             signal.signal(signal.SIGINT, previous)

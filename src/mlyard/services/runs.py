@@ -21,7 +21,8 @@ from mlyard.models.pipelines import PipelineGraph
 from mlyard.models.runs import RunState, RunView, StepState
 from mlyard.orchestration.code_package import build_code_package
 from mlyard.orchestration.loading import LoadedPipeline, trace_pipeline
-from mlyard.orchestration.reconciler import TRACKING_DRAIN_SECONDS, Orchestrator
+from mlyard.orchestration.reconciler import Orchestrator
+from mlyard.orchestration.run_tracking import TRACKING_DRAIN_SECONDS
 from mlyard.services.run_views import build_run_view, metric_step_run_ids
 from mlyard.settings import Settings, load_settings
 from mlyard.store.repository import (

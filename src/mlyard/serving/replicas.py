@@ -41,6 +41,8 @@ from mlyard.serving.metrics import MULTIPROCESS_DIR_VARIABLE
 logger = logging.getLogger(__name__)
 
 REPLICA_SPEC_VARIABLE = "MLYARD_SERVE_REPLICA_SPEC"
+#: The pid of the supervisor that started a replica: the replica stops once it has gone.
+SUPERVISOR_VARIABLE = "MLYARD_SERVE_SUPERVISOR_PID"
 #: Seconds a draining replica may take to finish in-flight requests before they are cancelled.
 DRAIN_TIMEOUT_SECONDS = 30.0
 
@@ -272,6 +274,7 @@ def _supervise(spec: ReplicaSpec, environments: list[dict[str, str]], gpus: floa
             **environment,
             MULTIPROCESS_DIR_VARIABLE: metrics_dir,
             REPLICA_SPEC_VARIABLE: replica_spec.model_dump_json(),
+            SUPERVISOR_VARIABLE: str(os.getpid()),
         }
         children.append(
             subprocess.Popen([sys.executable, "-m", "mlyard.serving.replicas"], env=env)
@@ -312,8 +315,11 @@ def _remove_tree(path: str) -> None:
 
 
 def _replica_main() -> int:
+    from mlyard.platform.supervision import stop_when_orphaned
+
     spec = ReplicaSpec.model_validate_json(os.environ[REPLICA_SPEC_VARIABLE])
     logging.basicConfig(level=spec.log_level.upper())
+    stop_when_orphaned(int(os.environ[SUPERVISOR_VARIABLE]))
     try:
         return run_replica(spec, bind_socket(spec.host, spec.port, reuse_port=True))
     except MlyardError as error:
