@@ -1,8 +1,8 @@
 """Broker URLs with passwords on the fake cluster: ``mlyard consume --backend`` keeps them in the
-service's credentials Secret, so no Deployment or Pod read back from the API (nor the dry run)
-holds them, and the pods still get them (``$(VAR)`` from ``secretKeyRef`` variables, expanded
-by the kubelet): the consumers log in to the real Redis as a user whose password they only know
-from the Secret, and process messages."""
+service's credentials Secret, so no Deployment, ReplicaSet or Pod read back from the API (nor
+the dry run) holds them, and the pods still get them (``$(VAR)`` from ``secretKeyRef``
+variables, expanded by the kubelet): the consumers log in to the real Redis as a user whose
+password they only know from the Secret, and process messages."""
 
 from __future__ import annotations
 
@@ -153,9 +153,11 @@ def test_broker_passwords_stay_in_the_secret_and_the_consumer_logs_in(
         assert sorted(seen) == [str(i) for i in range(6)]
 
         deployment = apps.read_namespaced_deployment(NAME, NAMESPACE)
-        pods = core_api.list_namespaced_pod(NAMESPACE, label_selector=f"mlyard.io/service={NAME}")
-        assert pods.items
-        for found in (deployment, pods):
+        selector = f"mlyard.io/service={NAME}"
+        pods = core_api.list_namespaced_pod(NAMESPACE, label_selector=selector)
+        replica_sets = apps.list_namespaced_replica_set(NAMESPACE, label_selector=selector)
+        assert pods.items and replica_sets.items
+        for found in (deployment, replica_sets, pods):
             assert PASSWORD not in _serialized(core_api, found)
         container = deployment.spec.template.spec.containers[0]
         assert container.command[container.command.index("--source") + 1] == (
