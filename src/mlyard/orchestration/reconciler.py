@@ -358,7 +358,7 @@ class Orchestrator:
                 finished_at=utcnow(),
                 error=f"Run {reason}.",
             )
-            self.tracking.finish(RunState.CANCELLED, self.steps.values())
+            self.tracking.finish(RunState.CANCELLED, self.steps.values(), cancelled=True)
             self._notify()
         finally:
             signal.signal(signal.SIGINT, previous)

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 #: that it is waiting. What is left is sent by ``mlyard runs resume``.
 TRACKING_DRAIN_SECONDS = 120.0
 TRACKING_SLOW_NOTICE_SECONDS = 5.0
+#: A cancelled run (Ctrl-C) waits less: whoever pressed it wants the prompt back, and MLflow may
+#: still be importing on a loaded machine. What is left goes out with ``mlyard runs resume``.
+CANCEL_DRAIN_SECONDS = 10.0
 
 
 class RunTracking:
@@ -86,7 +89,9 @@ class RunTracking:
                 outcome = read_outcome(self._artifacts, attempt, status)
                 self.worker.record(FinishedStep(record, outcome, replayed=True))
 
-    def finish(self, final: RunState, records: Iterable[StepRecord]) -> None:
+    def finish(
+        self, final: RunState, records: Iterable[StepRecord], *, cancelled: bool = False
+    ) -> None:
         """Close the parent run with ``final`` and wait for the tracker to take the last
         steps, but not forever: a slow or unreachable MLflow gets a warning, and what it did
         not take is sent by ``mlyard runs resume``."""
@@ -97,21 +102,22 @@ class RunTracking:
         }
         worker = self.worker
         worker.finish_run(final, cached)
-        notice = min(TRACKING_SLOW_NOTICE_SECONDS, self.drain_seconds)
+        drain = min(self.drain_seconds, CANCEL_DRAIN_SECONDS) if cancelled else self.drain_seconds
+        notice = min(TRACKING_SLOW_NOTICE_SECONDS, drain)
         if worker.wait_idle(notice):
             return
         where = getattr(self.tracker, "uri", "the tracking store")
         logger.warning(
             "waiting up to %g s for MLflow at %s to take the last %d step(s)",
-            self.drain_seconds,
+            drain,
             where,
             worker.unsent_steps,
         )
-        if worker.wait_idle(self.drain_seconds - notice):
+        if worker.wait_idle(drain - notice):
             return
         self.warnings.append(
             f"MLflow at {where} did not take the last {worker.unsent_steps} step(s) within "
-            f"{self.drain_seconds:g} s (slow or unreachable). Their metrics are in "
+            f"{drain:g} s (slow or unreachable). Their metrics are in "
             f"mlyard's store; `mlyard runs resume {self.run.id}` sends them to MLflow."
         )
         logger.warning(self.warnings[-1])
